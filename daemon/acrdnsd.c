@@ -1,0 +1,352 @@
+/**
+ * \file acrdnsd.c
+ * Start-up, signals, reload and shutdown.  Failures here are fatal (the
+ * daemon cannot run without its sockets or a valid policy); after start-up
+ * nothing is: a bad reload keeps the running configuration.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "listener.h"
+#include "log.h"
+#include "policy.h"
+#include "server.h"
+#include "upstream.h"
+#include "wire.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: acrdnsd [-f] [-c FILE]\n"
+		"       acrdnsd -t [-c FILE]\n"
+		"       acrdnsd --explain NAME [-c FILE]\n"
+		"  -c, --config FILE   configuration file (default %s)\n"
+		"  -f, --foreground    stay in the foreground\n"
+		"  -t, --test          check the configuration, print a summary and exit\n"
+		"  -e, --explain NAME  print which rule decides NAME and exit\n"
+		"  -V, --version       print the version and exit\n"
+		"  -h, --help          this text\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+static void apply_settings(struct server *s, const struct config *cfg)
+{
+	log_set_level(cfg->log_level);
+	s->ttl.min_ttl = cfg->min_ttl;
+	s->ttl.max_ttl = cfg->max_ttl;
+	s->ttl.negative_ttl = cfg->negative_ttl;
+	s->ttl.stale_ttl = cfg->stale_ttl;
+}
+
+/**
+ * Make the listeners match cfg: keep sockets on addresses that stay, open
+ * the new ones, close the rest.  Nothing changes when an address cannot be
+ * opened.  @return 0 or -1
+ */
+static int reconcile_listeners(struct server *s, const struct config *cfg)
+{
+	struct listener **next = calloc(cfg->n_listen, sizeof(*next));
+	bool *fresh = calloc(cfg->n_listen, sizeof(*fresh));
+	int rc = 0;
+
+	if (!next || !fresh) {
+		free(next);
+		free(fresh);
+		log_err("out of memory opening listeners");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
+		for (struct listener *l = s->listeners; l; l = l->next)
+			if (config_addr_equal(&l->addr, &cfg->listen[i]))
+				next[i] = l;
+		for (size_t j = 0; j < i && next[i]; j++)
+			if (next[j] == next[i])
+				next[i] = NULL; /* listed twice: the second is an error below */
+		if (!next[i]) {
+			fresh[i] = true;
+			if (!(next[i] = listener_open(s, &cfg->listen[i])))
+				rc = -1;
+		}
+	}
+	if (rc < 0) {
+		for (size_t i = 0; i < cfg->n_listen; i++)
+			if (fresh[i] && next[i])
+				listener_close(next[i]);
+	} else {
+		for (struct listener *l = s->listeners, *ln; l; l = ln) {
+			bool kept = false;
+			ln = l->next;
+			for (size_t i = 0; i < cfg->n_listen; i++)
+				kept |= next[i] == l;
+			if (!kept)
+				listener_close(l);
+		}
+		s->listeners = NULL;
+		for (size_t i = cfg->n_listen; i-- > 0;) {
+			next[i]->next = s->listeners;
+			s->listeners = next[i];
+			if (fresh[i])
+				listener_start(next[i]);
+		}
+	}
+	free(next);
+	free(fresh);
+	return rc;
+}
+
+static void reload(struct server *s)
+{
+	char err[1024];
+	struct config *cfg = config_load(s->cfg->path, err, sizeof(err));
+	struct policy *p;
+
+	if (!cfg) {
+		log_err("reload failed, the running configuration stays: %s", err);
+		return;
+	}
+	if (!(p = policy_new(cfg, NULL, err, sizeof(err)))) {
+		log_err("reload failed, the running configuration stays: %s", err);
+		config_free(cfg);
+		return;
+	}
+	if (reconcile_listeners(s, cfg) < 0) {
+		log_err("reload failed, the running configuration stays: cannot open a listener");
+		policy_free(p);
+		config_free(cfg);
+		return;
+	}
+	if (upstream_configure(s->up, cfg, err, sizeof(err)) < 0)
+		log_err("reload: %s", err);
+	cache_set_limit(s->cache, cfg->cache_size);
+	apply_settings(s, cfg);
+	policy_free(s->policy); /* before its configuration: it borrows the local names */
+	config_free(s->cfg);
+	s->cfg = cfg;
+	s->policy = p;
+	s->policy_gen++;
+	log_notice("configuration reloaded: %zu rules, %zu upstream servers",
+		   rules_count(p->rules), upstream_count(s->up));
+}
+
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	log_notice("SIGHUP: reloading %s", ((struct server *)w->data)->cfg->path);
+	reload(w->data);
+}
+
+static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)revents;
+	log_notice("signal %d: shutting down", w->signum);
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct server *s = w->data;
+	(void)loop;
+	(void)revents;
+	stats_log(&s->stats);
+	log_notice("cache entries=%zu bytes=%zu inflight=%zu tcp_connections=%u",
+		   cache_entries(s->cache), cache_bytes(s->cache), upstream_inflight(s->up),
+		   s->tcp_conns);
+}
+
+static void print_summary(const struct config *cfg, const struct policy *p)
+{
+	char buf[64];
+
+	printf("configuration %s is valid\n", cfg->path);
+	printf("mode: %s, denied names get %s\n", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
+	       (const char *[]){ "NXDOMAIN", "NODATA", "REFUSED" }[cfg->deny_response]);
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		config_addr_str((const struct sockaddr *)&cfg->listen[i].ss, buf, sizeof(buf));
+		printf("listen: %s (udp, tcp)\n", buf);
+	}
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		if (cfg->upstreams[i].file) {
+			struct cfg_addr *a;
+			int n = upstream_read_resolv(cfg->upstreams[i].file, &a);
+			printf("upstream: file:%s (%d nameservers now)\n", cfg->upstreams[i].file, n < 0 ? 0 : n);
+			free(a);
+		} else {
+			config_addr_str((const struct sockaddr *)&cfg->upstreams[i].addr.ss, buf, sizeof(buf));
+			printf("upstream: %s\n", buf);
+		}
+	}
+	for (size_t i = 0; i < p->n_files; i++)
+		printf("rules: %s: %zu rules\n", p->files[i], p->file_counts[i]);
+	if (cfg->n_allow || cfg->n_deny)
+		printf("rules: inline: %zu allow, %zu deny\n", cfg->n_allow, cfg->n_deny);
+	printf("rules: %zu in all\n", rules_count(p->rules));
+	for (size_t i = 0; i < p->n_registries; i++) {
+		const struct policy_registry *r = &p->registries[i];
+		printf("registry: %s (discovery: static), %zu data endpoints\n", r->login_server,
+		       r->n_endpoints);
+		for (size_t j = 0; j < r->n_endpoints; j++)
+			printf("  endpoint: %s\n", r->endpoints[j]);
+		if (r->n_endpoints == 0)
+			printf("  warning: no dedicated data endpoints: pulls need *.blob.core.windows.net, "
+			       "which stays denied; enable them with "
+			       "'az acr update --name NAME --data-endpoint-enabled'\n");
+	}
+	for (size_t i = 0; i < cfg->n_local; i++) {
+		char name[WIRE_NAME_STRLEN];
+		wire_name_str(cfg->local[i].name, name);
+		printf("local: %s (%zu IPv4, %zu IPv6, ttl %u)\n", name, cfg->local[i].n4,
+		       cfg->local[i].n6, cfg->local[i].ttl);
+	}
+}
+
+static int explain(const struct policy *p, const char *text)
+{
+	uint8_t name[WIRE_NAME_MAX + 1];
+	char rule[400], shown[WIRE_NAME_STRLEN];
+	struct policy_decision d;
+	int len = wire_name_from_str(text, name);
+
+	if (len < 0) {
+		fprintf(stderr, "acrdnsd: '%s' is not a domain name\n", text);
+		return 2;
+	}
+	policy_decide(p, name, (size_t)len, &d);
+	policy_describe(p, &d, rule, sizeof(rule));
+	wire_name_str(name, shown);
+	const char *what = d.verdict == VERDICT_DENY ? "denied: answered without asking upstream"
+			   : d.verdict == VERDICT_LOCAL ? "answered locally"
+			   : d.verdict == VERDICT_ALLOW ? "allowed: forwarded, answer trusted whole"
+			   : "forwarded: CNAME targets checked against deny rules";
+	printf("%s %s\n  %s\n  rule: %s\n", shown, policy_verdict_name(d.verdict), what, rule);
+	return 0;
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "test", no_argument, NULL, 't' },
+		{ "explain", required_argument, NULL, 'e' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = CONFIG_DEFAULT_PATH, *explain_name = NULL;
+	bool foreground = false, test = false;
+	char err[1024];
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:fte:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': path = optarg; break;
+		case 'f': foreground = true; break;
+		case 't': test = true; break;
+		case 'e': explain_name = optarg; break;
+		case 'V': printf("acrdnsd %s\n", PACKAGE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	hash_init();
+
+	struct config *cfg = config_load(path, err, sizeof(err));
+	if (!cfg) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	struct policy *policy = policy_new(cfg, NULL, err, sizeof(err));
+	if (!policy) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	if (test || explain_name) {
+		int rc = test ? (print_summary(cfg, policy), 0) : explain(policy, explain_name);
+		policy_free(policy);
+		config_free(cfg);
+		return rc;
+	}
+
+	static struct server srv;
+	struct server *s = &srv;
+	s->loop = ev_default_loop(EVFLAG_AUTO);
+	s->cfg = cfg;
+	s->policy = policy;
+	s->policy_gen = 1;
+	apply_settings(s, cfg);
+	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	if (!(s->cache = cache_new(cfg->cache_size)) || !(s->up = upstream_new(s))) {
+		log_err("out of memory at start-up");
+		return 1;
+	}
+	if (reconcile_listeners(s, cfg) < 0)
+		return 1;
+	if (upstream_configure(s->up, cfg, err, sizeof(err)) < 0) {
+		log_err("%s", err);
+		return 1;
+	}
+	for (size_t i = 0; i < cfg->n_access; i++)
+		if (cfg->access[i].prefix == 0)
+			log_warn("access allows every address (%s/0): an open resolver can be abused",
+				 cfg->access[i].family == AF_INET ? "0.0.0.0" : "::");
+	if (!foreground && daemon(0, 1) < 0) {
+		log_err("cannot go to the background: %s", strerror(errno));
+		return 1;
+	}
+
+	ev_signal hup, term, intr, usr1;
+	ev_signal_init(&hup, sighup_cb, SIGHUP);
+	ev_signal_init(&term, sigterm_cb, SIGTERM);
+	ev_signal_init(&intr, sigterm_cb, SIGINT);
+	ev_signal_init(&usr1, sigusr1_cb, SIGUSR1);
+	hup.data = term.data = intr.data = usr1.data = s;
+	ev_signal_start(s->loop, &hup);
+	ev_signal_start(s->loop, &term);
+	ev_signal_start(s->loop, &intr);
+	ev_signal_start(s->loop, &usr1);
+	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
+		   rules_count(policy->rules), upstream_count(s->up),
+		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
+
+	ev_run(s->loop, 0);
+
+	stats_log(&s->stats);
+	upstream_free(s->up);
+	listener_close_all_tcp(s);
+	for (struct listener *l = s->listeners, *n; l; l = n) {
+		n = l->next;
+		listener_close(l);
+	}
+	cache_free(s->cache);
+	policy_free(s->policy);
+	config_free(s->cfg);
+	ev_loop_destroy(s->loop);
+	log_notice("acrdnsd stopped");
+	return 0;
+}

@@ -1,0 +1,388 @@
+/**
+ * \file cache.c
+ * Chained hash table plus an LRU list.  Each entry is one allocation:
+ * header, name, message, TTL offsets.  Memory is accounted per entry with
+ * the allocator's overhead, so the bound holds in resident memory too.
+ */
+#include "autoconf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "hash.h"
+
+struct cache_entry {
+	struct cache_entry *hnext;
+	struct cache_entry *prev, *next;   /**< LRU: head is most recent */
+	uint64_t hash;
+	uint64_t stored_ms;
+	uint64_t stale_until_ms;
+	uint32_t ttl;
+	uint32_t gen;
+	uint16_t qtype, qclass;
+	uint16_t msg_len, nttl;
+	uint8_t name_len;                  /**< 255 stored as 255 */
+	uint8_t flags;
+	bool has_cname;
+	uint8_t data[];                    /**< ttl_off[nttl], name, msg */
+};
+
+struct cache {
+	struct cache_entry **buckets;
+	size_t mask;
+	size_t count;
+	size_t bytes;
+	size_t max_bytes;
+	struct cache_entry head;           /**< LRU sentinel */
+};
+
+#define ENTRY_OVERHEAD 16  /* malloc's header, roughly */
+
+static size_t entry_size(const struct cache_entry *e)
+{
+	return sizeof(*e) + e->nttl * sizeof(uint16_t) + e->name_len + e->msg_len + ENTRY_OVERHEAD;
+}
+
+static uint16_t *entry_offs(struct cache_entry *e)
+{
+	return (uint16_t *)(void *)e->data;
+}
+
+static uint8_t *entry_name(struct cache_entry *e)
+{
+	return e->data + e->nttl * sizeof(uint16_t);
+}
+
+static uint8_t *entry_msg(struct cache_entry *e)
+{
+	return entry_name(e) + e->name_len;
+}
+
+struct cache *cache_new(size_t max_bytes)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+	size_t n = 1024;
+
+	if (!c)
+		return NULL;
+	c->buckets = calloc(n, sizeof(*c->buckets));
+	if (!c->buckets) {
+		free(c);
+		return NULL;
+	}
+	c->mask = n - 1;
+	c->max_bytes = max_bytes;
+	c->head.prev = c->head.next = &c->head;
+	return c;
+}
+
+static void lru_unlink(struct cache_entry *e)
+{
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+}
+
+static void lru_front(struct cache *c, struct cache_entry *e)
+{
+	e->next = c->head.next;
+	e->prev = &c->head;
+	c->head.next->prev = e;
+	c->head.next = e;
+}
+
+static void entry_remove(struct cache *c, struct cache_entry *e)
+{
+	struct cache_entry **pp = &c->buckets[e->hash & c->mask];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	lru_unlink(e);
+	c->count--;
+	c->bytes -= entry_size(e);
+	free(e);
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	while (c->head.next != &c->head) {
+		struct cache_entry *e = c->head.next;
+		lru_unlink(e);
+		free(e);
+	}
+	free(c->buckets);
+	free(c);
+}
+
+static void evict(struct cache *c)
+{
+	while (c->bytes > c->max_bytes && c->head.prev != &c->head)
+		entry_remove(c, c->head.prev);
+}
+
+void cache_set_limit(struct cache *c, size_t max_bytes)
+{
+	c->max_bytes = max_bytes;
+	evict(c);
+}
+
+static uint64_t key_hash(const struct cache_key *k)
+{
+	uint8_t buf[WIRE_NAME_MAX + 8];
+
+	memcpy(buf, k->name, k->name_len);
+	wire_put16(buf + k->name_len, k->qtype);
+	wire_put16(buf + k->name_len + 2, k->qclass);
+	buf[k->name_len + 4] = k->flags;
+	return hash_bytes(buf, (size_t)k->name_len + 5);
+}
+
+static struct cache_entry *find(struct cache *c, const struct cache_key *k, uint64_t h)
+{
+	for (struct cache_entry *e = c->buckets[h & c->mask]; e; e = e->hnext)
+		if (e->hash == h && e->qtype == k->qtype && e->qclass == k->qclass &&
+		    e->flags == k->flags && e->name_len == k->name_len &&
+		    memcmp(entry_name(e), k->name, k->name_len) == 0)
+			return e;
+	return NULL;
+}
+
+static void grow(struct cache *c)
+{
+	size_t n = (c->mask + 1) * 2;
+	struct cache_entry **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return; /* longer chains, still correct */
+	for (size_t i = 0; i <= c->mask; i++) {
+		struct cache_entry *e = c->buckets[i], *next;
+		for (; e; e = next) {
+			next = e->hnext;
+			e->hnext = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+		}
+	}
+	free(c->buckets);
+	c->buckets = b;
+	c->mask = n - 1;
+}
+
+static uint32_t clamp(uint32_t v, uint32_t lo, uint32_t hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
+		  struct cache_answer *a)
+{
+	size_t pos = WIRE_HDR, out;
+	struct wire_rr rr;
+	unsigned counts[3], total;
+	uint32_t min_ttl = UINT32_MAX, soa_ttl = UINT32_MAX;
+	bool cacheable = true;
+	int n;
+
+	if (len < WIRE_HDR || len > sizeof(a->msg) || wire_get16(reply + 4) != 1)
+		return -1;
+	n = wire_name_read(reply, len, &pos, NULL);
+	if (n < 0 || pos + 4 > len)
+		return -1;
+	pos += 4;
+	/* The question is copied uncompressed at offset 12, as the client
+	 * will see it; the rest is copied record by record, leaving out OPT. */
+	memcpy(a->msg, reply, pos);
+	out = pos;
+	a->nttl = 0;
+	a->has_cname = false;
+	counts[0] = wire_get16(reply + 6);
+	counts[1] = wire_get16(reply + 8);
+	counts[2] = wire_get16(reply + 10);
+	total = counts[0] + counts[1] + counts[2];
+	uint16_t kept[3] = { 0, 0, 0 };
+	for (unsigned i = 0; i < total; i++) {
+		int section = i < counts[0] ? 0 : i < counts[0] + counts[1] ? 1 : 2;
+		size_t start = pos;
+		if (wire_rr_next(reply, len, &pos, &rr) < 0)
+			return -1;
+		if (rr.type == LDNS_RR_TYPE_OPT) {
+			if (section != 2)
+				return -1;
+			continue;
+		}
+		if (a->nttl == CACHE_MAX_RRS) {
+			cacheable = false;
+		} else {
+			a->ttl_off[a->nttl++] = (uint16_t)(out + (rr.fixed - start) + 4);
+		}
+		uint32_t ttl = rr.ttl > INT32_MAX ? 0 : rr.ttl; /* RFC 2181 8 */
+		if (section == 0 && (rr.type == LDNS_RR_TYPE_CNAME || rr.type == LDNS_RR_TYPE_DNAME))
+			a->has_cname = true;
+		if (section == 1 && rr.type == LDNS_RR_TYPE_SOA && rr.rdlen >= 22) {
+			uint32_t minimum = wire_get32(reply + rr.rdata + rr.rdlen - 4);
+			soa_ttl = ttl < minimum ? ttl : minimum;
+		}
+		/* OPT is left out; a record after it would move, and a
+		 * compression pointer into it would then point astray. */
+		if (out != start)
+			return -1;
+		memcpy(a->msg + out, reply + start, pos - start);
+		out += pos - start;
+		kept[section]++;
+		if (ttl < min_ttl)
+			min_ttl = ttl;
+	}
+	a->len = (uint16_t)out;
+	wire_put16(a->msg + 6, kept[0]);
+	wire_put16(a->msg + 8, kept[1]);
+	wire_put16(a->msg + 10, kept[2]);
+
+	uint16_t flags = wire_get16(reply + 2);
+	uint8_t rcode = WIRE_RCODE(flags);
+	uint32_t ttl;
+	if (flags & WIRE_TC) {
+		ttl = 0;
+	} else if (rcode == LDNS_RCODE_NXDOMAIN || (rcode == LDNS_RCODE_NOERROR && kept[0] == 0)) {
+		/* RFC 2308 5: negative answers live as long as the SOA says,
+		 * and are not cached without one. */
+		ttl = soa_ttl == UINT32_MAX ? 0 : soa_ttl;
+		if (ttl > lim->negative_ttl)
+			ttl = lim->negative_ttl;
+	} else if (rcode == LDNS_RCODE_NOERROR) {
+		ttl = clamp(min_ttl == UINT32_MAX ? 0 : min_ttl, lim->min_ttl, lim->max_ttl);
+	} else {
+		ttl = 0; /* SERVFAIL, REFUSED, ...: never cached */
+	}
+	/* Rewrite every TTL so that aging from the stored value is exact:
+	 * raised to min_ttl, cut to max_ttl, and for a negative answer cut
+	 * to the negative TTL so the SOA tells clients the same. */
+	for (unsigned i = 0; i < a->nttl; i++) {
+		uint8_t *p = a->msg + a->ttl_off[i];
+		uint32_t t = wire_get32(p);
+		if (t > INT32_MAX)
+			t = 0;
+		t = clamp(t, lim->min_ttl, lim->max_ttl);
+		if (kept[0] == 0 || rcode == LDNS_RCODE_NXDOMAIN)
+			t = t > ttl ? ttl : t;
+		wire_put32(p, t);
+	}
+	a->ttl = cacheable ? ttl : 0;
+	return 0;
+}
+
+void cache_insert(struct cache *c, const struct cache_key *key, const struct cache_answer *a,
+		  uint64_t now_ms, uint32_t stale_ttl, uint32_t gen)
+{
+	uint64_t h;
+	struct cache_entry *e;
+	size_t size;
+
+	if (a->ttl == 0)
+		return;
+	h = key_hash(key);
+	if ((e = find(c, key, h)))
+		entry_remove(c, e);
+	size = sizeof(*e) + a->nttl * sizeof(uint16_t) + key->name_len + a->len;
+	if (size + ENTRY_OVERHEAD > c->max_bytes / 4)
+		return;
+	if (!(e = malloc(size)))
+		return; /* the answer is still sent, just not kept */
+	e->hash = h;
+	e->stored_ms = now_ms;
+	e->ttl = a->ttl;
+	e->stale_until_ms = now_ms + ((uint64_t)a->ttl + stale_ttl) * 1000;
+	e->gen = gen;
+	e->qtype = key->qtype;
+	e->qclass = key->qclass;
+	e->flags = key->flags;
+	e->name_len = (uint8_t)key->name_len;
+	e->msg_len = a->len;
+	e->nttl = a->nttl;
+	e->has_cname = a->has_cname;
+	memcpy(entry_offs(e), a->ttl_off, a->nttl * sizeof(uint16_t));
+	memcpy(entry_name(e), key->name, key->name_len);
+	memcpy(entry_msg(e), a->msg, a->len);
+	e->hnext = c->buckets[h & c->mask];
+	c->buckets[h & c->mask] = e;
+	lru_front(c, e);
+	c->count++;
+	c->bytes += entry_size(e);
+	if (c->count > c->mask + 1)
+		grow(c);
+	evict(c);
+}
+
+enum cache_status cache_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
+			       struct cache_msg *msg, uint32_t *age, uint32_t *gen, bool *has_cname)
+{
+	uint64_t h = key_hash(key);
+	struct cache_entry *e = find(c, key, h);
+
+	if (!e)
+		return CACHE_MISS;
+	if (now_ms >= e->stale_until_ms) {
+		entry_remove(c, e);
+		return CACHE_MISS;
+	}
+	msg->msg = entry_msg(e);
+	msg->len = e->msg_len;
+	msg->nttl = e->nttl;
+	msg->ttl_off = entry_offs(e);
+	*age = (uint32_t)((now_ms - e->stored_ms) / 1000);
+	*gen = e->gen;
+	*has_cname = e->has_cname;
+	if (*age >= e->ttl)
+		return CACHE_STALE;
+	lru_unlink(e);
+	lru_front(c, e);
+	return CACHE_FRESH;
+}
+
+size_t cache_render(const struct cache_msg *m, uint32_t age, bool stale,
+		    const struct wire_query *q, uint8_t *out)
+{
+	uint16_t stored = wire_get16(m->msg + 2);
+	uint16_t flags = WIRE_QR | WIRE_RA | (q->flags & (0x7800 | WIRE_RD | WIRE_CD)) |
+			 WIRE_RCODE(stored);
+
+	/* AD only for clients that asked for DNSSEC data (RFC 6840 5.8). */
+	if ((stored & WIRE_AD) && (q->edns_do || (q->flags & WIRE_AD)))
+		flags |= WIRE_AD;
+	memcpy(out, m->msg, m->len);
+	wire_put16(out, q->id);
+	wire_put16(out + 2, flags);
+	memcpy(out + WIRE_HDR, q->qname_raw, q->qname_len);
+	for (unsigned i = 0; i < m->nttl; i++) {
+		uint8_t *p = out + m->ttl_off[i];
+		uint32_t t = wire_get32(p);
+		wire_put32(p, stale ? CACHE_STALE_TTL : t > age ? t - age : 0);
+	}
+	return m->len;
+}
+
+size_t cache_flush(struct cache *c, const uint8_t *name, size_t len)
+{
+	size_t n = 0;
+	struct cache_entry *e = c->head.next, *next;
+
+	for (; e != &c->head; e = next) {
+		next = e->next;
+		if (!name || (e->name_len == len && memcmp(entry_name(e), name, len) == 0)) {
+			entry_remove(c, e);
+			n++;
+		}
+	}
+	return n;
+}
+
+size_t cache_entries(const struct cache *c)
+{
+	return c->count;
+}
+
+size_t cache_bytes(const struct cache *c)
+{
+	return c->bytes;
+}

@@ -1,0 +1,858 @@
+/**
+ * \file config.c
+ * libconfig file → struct config.  Every key is checked against the list
+ * of known keys and every value against its type and range: an operator's
+ * typo must be an error, not a silently ignored line.
+ */
+#include "autoconf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <libgen.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "policy.h"
+#include "wire.h"
+
+const char *const config_keys[] = {
+	"listen", "access", "upstreams", "mode", "deny_response", "deny_ttl",
+	"rules", "allow", "deny", "local", "registries", "cache", "state_dir",
+	"control_socket", "log",
+	/* groups' members, as "group.key" */
+	"cache.size", "cache.min_ttl", "cache.max_ttl", "cache.negative_ttl",
+	"cache.stale_ttl", "log.level", "log.queries",
+	"local.name", "local.addresses", "local.ttl",
+	"registries.login_server", "registries.data_endpoints", "registries.discovery",
+	"discovery.source", "discovery.path", "discovery.command", "discovery.interval",
+	"discovery.timeout", "discovery.resource_id", "discovery.arm_endpoint",
+	"discovery.imds_endpoint", "discovery.client_id",
+	NULL,
+};
+
+struct loader {
+	const char *path;
+	char *err;
+	size_t errlen;
+};
+
+__attribute__((format(printf, 3, 4)))
+static int fail(struct loader *ld, const config_setting_t *s, const char *fmt, ...)
+{
+	int n;
+	va_list ap;
+
+	n = snprintf(ld->err, ld->errlen, "%s:%d: ", ld->path,
+		     s ? config_setting_source_line(s) : 0);
+	if (n < 0 || (size_t)n >= ld->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+	return calloc(n ? n : 1, size);
+}
+
+static char *xstrdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/** Reject members of a group that are not in allowed (NULL-terminated). */
+static int check_keys(struct loader *ld, const config_setting_t *group,
+		      const char *what, const char *const *allowed)
+{
+	int n = config_setting_length(group);
+
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const char *name = config_setting_name(s);
+		bool known = false;
+		for (const char *const *k = allowed; *k; k++)
+			if (strcmp(*k, name) == 0)
+				known = true;
+		if (!known)
+			return fail(ld, s, "unknown key '%s' in %s", name, what);
+	}
+	return 0;
+}
+
+static int get_string(struct loader *ld, const config_setting_t *s, const char **out)
+{
+	*out = "";
+	if (config_setting_type(s) != CONFIG_TYPE_STRING)
+		return fail(ld, s, "'%s' must be a string", config_setting_name(s));
+	*out = config_setting_get_string(s);
+	return 0;
+}
+
+static int get_uint(struct loader *ld, const config_setting_t *s, long long max,
+		    uint32_t *out)
+{
+	long long v;
+
+	if (config_setting_type(s) == CONFIG_TYPE_INT)
+		v = config_setting_get_int(s);
+	else if (config_setting_type(s) == CONFIG_TYPE_INT64)
+		v = config_setting_get_int64(s);
+	else
+		return fail(ld, s, "'%s' must be an integer", config_setting_name(s));
+	if (v < 0 || v > max)
+		return fail(ld, s, "'%s' must be between 0 and %lld", config_setting_name(s), max);
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/** A list or array of strings, each kept with its line. */
+static int get_str_list(struct loader *ld, const config_setting_t *s,
+			struct cfg_str **out, size_t *count)
+{
+	int n;
+
+	if (!config_setting_is_aggregate(s) || config_setting_is_group(s))
+		return fail(ld, s, "'%s' must be a list of strings", config_setting_name(s));
+	n = config_setting_length(s);
+	*out = xcalloc((size_t)n, sizeof(**out));
+	if (!*out)
+		return fail(ld, s, "out of memory");
+	*count = (size_t)n;
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING)
+			return fail(ld, e, "'%s' must be a list of strings", config_setting_name(s));
+		(*out)[i].s = xstrdup(config_setting_get_string(e));
+		(*out)[i].line = config_setting_source_line(e);
+		if (!(*out)[i].s)
+			return fail(ld, e, "out of memory");
+	}
+	return 0;
+}
+
+int config_parse_addr(const char *text, uint16_t default_port, struct cfg_addr *out)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL;
+	size_t hl;
+	unsigned long p = default_port;
+
+	memset(out, 0, sizeof(*out));
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (!close)
+			return -1;
+		hl = (size_t)(close - text - 1);
+		if (hl >= sizeof(host))
+			return -1;
+		memcpy(host, text + 1, hl);
+		host[hl] = '\0';
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1] != '\0')
+			return -1;
+	} else {
+		const char *colon = strchr(text, ':');
+		if (colon && strchr(colon + 1, ':'))
+			colon = NULL; /* bare IPv6 address, no port */
+		hl = colon ? (size_t)(colon - text) : strlen(text);
+		if (hl >= sizeof(host))
+			return -1;
+		memcpy(host, text, hl);
+		host[hl] = '\0';
+		if (colon)
+			port = colon + 1;
+	}
+	if (port) {
+		char *end;
+		errno = 0;
+		p = strtoul(port, &end, 10);
+		if (*port == '\0' || *end != '\0' || errno || p == 0 || p > 65535)
+			return -1;
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&out->ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&out->ss;
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)p);
+		out->len = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)p);
+		out->len = sizeof(*s6);
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+int config_parse_net(const char *text, struct cfg_net *out)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(text, '/');
+	size_t hl = slash ? (size_t)(slash - text) : strlen(text);
+	long prefix = -1;
+
+	if (hl >= sizeof(host))
+		return -1;
+	memcpy(host, text, hl);
+	host[hl] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, host, out->addr) == 1)
+		out->family = AF_INET;
+	else if (inet_pton(AF_INET6, host, out->addr) == 1)
+		out->family = AF_INET6;
+	else
+		return -1;
+	int max = out->family == AF_INET ? 32 : 128;
+	if (slash) {
+		char *end;
+		errno = 0;
+		prefix = strtol(slash + 1, &end, 10);
+		if (slash[1] == '\0' || *end != '\0' || errno || prefix < 0 || prefix > max)
+			return -1;
+	}
+	out->prefix = prefix < 0 ? max : (int)prefix;
+	return 0;
+}
+
+bool config_net_contains(const struct cfg_net *net, const struct sockaddr *addr)
+{
+	const uint8_t *a;
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	if (addr->sa_family == AF_INET) {
+		if (net->family != AF_INET)
+			return false;
+		a = (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
+	} else if (addr->sa_family == AF_INET6) {
+		a = (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+		if (net->family == AF_INET) {
+			if (memcmp(a, mapped, 12) != 0)
+				return false;
+			a += 12;
+		}
+	} else {
+		return false;
+	}
+	int bits = net->prefix;
+	for (int i = 0; bits > 0; i++, bits -= 8) {
+		uint8_t mask = bits >= 8 ? 0xff : (uint8_t)(0xff << (8 - bits));
+		if ((a[i] & mask) != (net->addr[i] & mask))
+			return false;
+	}
+	return true;
+}
+
+bool config_addr_equal(const struct cfg_addr *a, const struct cfg_addr *b)
+{
+	if (a->ss.ss_family != b->ss.ss_family)
+		return false;
+	if (a->ss.ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+void config_addr_str(const struct sockaddr *addr, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (addr->sa_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)addr;
+		inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
+		port = ntohs(s->sin_port);
+	} else if (addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)addr;
+		inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
+		port = ntohs(s->sin6_port);
+	}
+	snprintf(buf, len, "%s#%u", host, port);
+}
+
+static int load_addrs(struct loader *ld, const config_setting_t *s, struct cfg_addr **out,
+		      size_t *count)
+{
+	struct cfg_str *list = NULL;
+	size_t n = 0;
+	int rc = get_str_list(ld, s, &list, &n);
+
+	if (rc == 0 && n == 0)
+		rc = fail(ld, s, "'%s' needs at least one address", config_setting_name(s));
+	if (rc == 0 && !(*out = xcalloc(n, sizeof(**out))))
+		rc = fail(ld, s, "out of memory");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (config_parse_addr(list[i].s, 53, &(*out)[i]) < 0)
+			rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
+				  "'%s' is not an address[:port]", list[i].s);
+	}
+	*count = n;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].s);
+	free(list);
+	return rc;
+}
+
+static int load_access(struct loader *ld, struct config *cfg, const config_setting_t *s)
+{
+	struct cfg_str *list = NULL;
+	size_t n = 0;
+	int rc = get_str_list(ld, s, &list, &n);
+
+	if (rc == 0 && !(cfg->access = xcalloc(n, sizeof(*cfg->access))))
+		rc = fail(ld, s, "out of memory");
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (config_parse_net(list[i].s, &cfg->access[i]) < 0)
+			rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
+				  "'%s' is not a network (address/prefix)", list[i].s);
+	cfg->n_access = n;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].s);
+	free(list);
+	return rc;
+}
+
+static int load_upstreams(struct loader *ld, struct config *cfg, const config_setting_t *s)
+{
+	struct cfg_str *list = NULL;
+	size_t n = 0;
+	int rc = get_str_list(ld, s, &list, &n);
+
+	if (rc == 0 && n == 0)
+		rc = fail(ld, s, "'upstreams' needs at least one server");
+	if (rc == 0 && !(cfg->upstreams = xcalloc(n, sizeof(*cfg->upstreams))))
+		rc = fail(ld, s, "out of memory");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct cfg_upstream *u = &cfg->upstreams[i];
+		u->line = list[i].line;
+		if (strncmp(list[i].s, "file:", 5) == 0) {
+			if (list[i].s[5] == '\0')
+				rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
+					  "'file:' needs a path");
+			else
+				u->file = xstrdup(list[i].s + 5);
+		} else if (config_parse_addr(list[i].s, 53, &u->addr) < 0) {
+			rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
+				  "upstream '%s' is not an address[:port] or file:PATH", list[i].s);
+		}
+	}
+	cfg->n_upstreams = n;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].s);
+	free(list);
+	return rc;
+}
+
+static int load_enum(struct loader *ld, const config_setting_t *s, const char *const *names,
+		     int *out)
+{
+	const char *v;
+
+	if (get_string(ld, s, &v) < 0)
+		return -1;
+	for (int i = 0; names[i]; i++) {
+		if (strcmp(names[i], v) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	char choices[256] = "";
+	for (int i = 0; names[i]; i++) {
+		strncat(choices, i ? " | " : "", sizeof(choices) - strlen(choices) - 1);
+		strncat(choices, names[i], sizeof(choices) - strlen(choices) - 1);
+	}
+	return fail(ld, s, "'%s' is '%s'; expected %s", config_setting_name(s), v, choices);
+}
+
+static int load_size(struct loader *ld, const config_setting_t *s, uint64_t *out)
+{
+	if (config_setting_type(s) == CONFIG_TYPE_INT || config_setting_type(s) == CONFIG_TYPE_INT64) {
+		long long v = config_setting_get_int64(s);
+		if (config_setting_type(s) == CONFIG_TYPE_INT)
+			v = config_setting_get_int(s);
+		if (v < 0)
+			return fail(ld, s, "'size' must not be negative");
+		*out = (uint64_t)v;
+	} else if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+		const char *v = config_setting_get_string(s);
+		char *end;
+		errno = 0;
+		unsigned long long n = strtoull(v, &end, 10);
+		uint64_t mult = 1;
+		if (*end == 'k' || *end == 'K')
+			mult = 1024;
+		else if (*end == 'm' || *end == 'M')
+			mult = 1024 * 1024;
+		else if (*end == 'g' || *end == 'G')
+			mult = 1024ULL * 1024 * 1024;
+		if (mult != 1)
+			end++;
+		if (v[0] < '0' || v[0] > '9' || *end != '\0' || errno || n > (1ULL << 40) / mult)
+			return fail(ld, s, "'size' is '%s'; expected a byte count such as \"64M\"", v);
+		*out = n * mult;
+	} else {
+		return fail(ld, s, "'size' must be a byte count such as \"64M\"");
+	}
+	if (*out < 64 * 1024)
+		return fail(ld, s, "'size' must be at least 64K");
+	return 0;
+}
+
+static int load_cache(struct loader *ld, struct config *cfg, const config_setting_t *g)
+{
+	static const char *const keys[] = { "size", "min_ttl", "max_ttl", "negative_ttl",
+					    "stale_ttl", NULL };
+	const config_setting_t *s;
+
+	if (!config_setting_is_group(g))
+		return fail(ld, g, "'cache' must be a group { ... }");
+	if (check_keys(ld, g, "cache", keys) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "size")) && load_size(ld, s, &cfg->cache_size) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "min_ttl")) && get_uint(ld, s, INT32_MAX, &cfg->min_ttl) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "max_ttl")) && get_uint(ld, s, INT32_MAX, &cfg->max_ttl) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "negative_ttl")) &&
+	    get_uint(ld, s, INT32_MAX, &cfg->negative_ttl) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "stale_ttl")) &&
+	    get_uint(ld, s, INT32_MAX, &cfg->stale_ttl) < 0)
+		return -1;
+	if (cfg->min_ttl > cfg->max_ttl)
+		return fail(ld, g, "'min_ttl' (%u) is above 'max_ttl' (%u)", cfg->min_ttl, cfg->max_ttl);
+	return 0;
+}
+
+static int load_log(struct loader *ld, struct config *cfg, const config_setting_t *g)
+{
+	static const char *const keys[] = { "level", "queries", NULL };
+	static const char *const qlog[] = { "none", "denied", "all", NULL };
+	const config_setting_t *s;
+	const char *v;
+	int q;
+
+	if (!config_setting_is_group(g))
+		return fail(ld, g, "'log' must be a group { ... }");
+	if (check_keys(ld, g, "log", keys) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "level"))) {
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (log_level_parse(v, &cfg->log_level) < 0)
+			return fail(ld, s, "'level' is '%s'; expected err | warning | notice | info | debug", v);
+	}
+	if ((s = config_setting_get_member(g, "queries"))) {
+		if (load_enum(ld, s, qlog, &q) < 0)
+			return -1;
+		cfg->log_queries = (enum cfg_query_log)q;
+	}
+	return 0;
+}
+
+static int load_local(struct loader *ld, struct config *cfg, const config_setting_t *list)
+{
+	static const char *const keys[] = { "name", "addresses", "ttl", NULL };
+	int n;
+
+	if (!config_setting_is_list(list) && !config_setting_is_array(list))
+		return fail(ld, list, "'local' must be a list ( { name = ...; addresses = [...]; }, ... )");
+	n = config_setting_length(list);
+	if (!(cfg->local = xcalloc((size_t)n, sizeof(*cfg->local))))
+		return fail(ld, list, "out of memory");
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+		struct cfg_local *l = &cfg->local[i];
+		const config_setting_t *s;
+		const char *name;
+		cfg->n_local = (size_t)i + 1;
+
+		if (!config_setting_is_group(g))
+			return fail(ld, g, "each 'local' entry must be a group { name = ...; addresses = [...]; }");
+		if (check_keys(ld, g, "local", keys) < 0)
+			return -1;
+		l->line = config_setting_source_line(g);
+		l->ttl = 300;
+		if (!(s = config_setting_get_member(g, "name")))
+			return fail(ld, g, "'local' entry needs a 'name'");
+		if (get_string(ld, s, &name) < 0)
+			return -1;
+		if ((l->name_len = wire_name_from_str(name, l->name)) < 0 || strchr(name, '*'))
+			return fail(ld, s, "'%s' is not a domain name", name);
+		for (int j = 0; j < i; j++)
+			if (cfg->local[j].name_len == l->name_len &&
+			    memcmp(cfg->local[j].name, l->name, (size_t)l->name_len) == 0)
+				return fail(ld, s, "'%s' is already a local name (line %d)", name,
+					    cfg->local[j].line);
+		if ((s = config_setting_get_member(g, "ttl")) && get_uint(ld, s, INT32_MAX, &l->ttl) < 0)
+			return -1;
+		if (!(s = config_setting_get_member(g, "addresses")))
+			return fail(ld, g, "'local' entry needs 'addresses'");
+		struct cfg_str *addrs = NULL;
+		size_t na = 0;
+		int rc = get_str_list(ld, s, &addrs, &na);
+		if (rc == 0 && na == 0)
+			rc = fail(ld, s, "'addresses' needs at least one address");
+		if (rc == 0 && (!(l->v4 = xcalloc(na, 4)) || !(l->v6 = xcalloc(na, 16))))
+			rc = fail(ld, s, "out of memory");
+		for (size_t j = 0; rc == 0 && j < na; j++) {
+			if (inet_pton(AF_INET, addrs[j].s, l->v4[l->n4]) == 1)
+				l->n4++;
+			else if (inet_pton(AF_INET6, addrs[j].s, l->v6[l->n6]) == 1)
+				l->n6++;
+			else
+				rc = fail(ld, config_setting_get_elem(s, (unsigned)j),
+					  "'%s' is not an IPv4 or IPv6 address", addrs[j].s);
+		}
+		for (size_t j = 0; j < na; j++)
+			free(addrs[j].s);
+		free(addrs);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int load_discovery(struct loader *ld, struct cfg_discovery *d, const config_setting_t *g)
+{
+	static const char *const keys[] = { "source", "path", "command", "interval", "timeout",
+					    "resource_id", "arm_endpoint", "imds_endpoint",
+					    "client_id", NULL };
+	static const char *const sources[] = { "static", "file", "command", "arm", NULL };
+	const config_setting_t *s;
+	const char *v;
+	int src;
+
+	if (!config_setting_is_group(g))
+		return fail(ld, g, "'discovery' must be a group { source = ...; }");
+	if (check_keys(ld, g, "discovery", keys) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "source"))) {
+		if (load_enum(ld, s, sources, &src) < 0)
+			return -1;
+		d->source = (enum cfg_source)src;
+	}
+	if ((s = config_setting_get_member(g, "interval"))) {
+		if (get_uint(ld, s, 7 * 86400, &d->interval) < 0)
+			return -1;
+		if (d->interval < 5)
+			return fail(ld, s, "'interval' must be at least 5 seconds");
+	}
+	if ((s = config_setting_get_member(g, "timeout"))) {
+		if (get_uint(ld, s, 3600, &d->timeout) < 0)
+			return -1;
+		if (d->timeout < 1)
+			return fail(ld, s, "'timeout' must be at least 1 second");
+	}
+	static const struct { const char *key; size_t off; } strs[] = {
+		{ "path", offsetof(struct cfg_discovery, path) },
+		{ "resource_id", offsetof(struct cfg_discovery, resource_id) },
+		{ "arm_endpoint", offsetof(struct cfg_discovery, arm_endpoint) },
+		{ "imds_endpoint", offsetof(struct cfg_discovery, imds_endpoint) },
+		{ "client_id", offsetof(struct cfg_discovery, client_id) },
+	};
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		if (!(s = config_setting_get_member(g, strs[i].key)))
+			continue;
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		*(char **)((char *)d + strs[i].off) = xstrdup(v);
+	}
+	if ((s = config_setting_get_member(g, "command"))) {
+		struct cfg_str *argv = NULL;
+		size_t n = 0;
+		if (get_str_list(ld, s, &argv, &n) < 0)
+			return -1;
+		d->command = xcalloc(n + 1, sizeof(char *));
+		for (size_t i = 0; i < n; i++)
+			if (d->command)
+				d->command[i] = argv[i].s;
+			else
+				free(argv[i].s);
+		free(argv);
+		if (n == 0)
+			return fail(ld, s, "'command' needs at least the program");
+	}
+	switch (d->source) {
+	case SOURCE_STATIC:
+		break;
+	case SOURCE_FILE:
+		if (!d->path)
+			return fail(ld, g, "discovery source 'file' needs 'path'");
+		break;
+	case SOURCE_COMMAND:
+		if (!d->command)
+			return fail(ld, g, "discovery source 'command' needs 'command'");
+		break;
+	case SOURCE_ARM:
+		if (!d->resource_id)
+			return fail(ld, g, "discovery source 'arm' needs 'resource_id'");
+		break;
+	}
+	if (d->source != SOURCE_STATIC)
+		return fail(ld, g, "discovery source '%s' is not supported by this build yet; "
+			    "use 'static' with data_endpoints", sources[d->source]);
+	return 0;
+}
+
+static int load_registries(struct loader *ld, struct config *cfg, const config_setting_t *list)
+{
+	static const char *const keys[] = { "login_server", "data_endpoints", "discovery", NULL };
+	int n;
+
+	if (!config_setting_is_list(list))
+		return fail(ld, list, "'registries' must be a list ( { login_server = ...; }, ... )");
+	n = config_setting_length(list);
+	if (!(cfg->registries = xcalloc((size_t)n, sizeof(*cfg->registries))))
+		return fail(ld, list, "out of memory");
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+		struct cfg_registry *r = &cfg->registries[i];
+		const config_setting_t *s;
+		const char *v;
+		char why[160];
+		cfg->n_registries = (size_t)i + 1;
+
+		r->discovery.interval = 300;
+		r->discovery.timeout = 30;
+		if (!config_setting_is_group(g))
+			return fail(ld, g, "each registry must be a group { login_server = ...; }");
+		if (check_keys(ld, g, "registry", keys) < 0)
+			return -1;
+		r->line = config_setting_source_line(g);
+		if (!(s = config_setting_get_member(g, "login_server")))
+			return fail(ld, g, "registry needs a 'login_server'");
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		r->login_server.s = xstrdup(v);
+		r->login_server.line = config_setting_source_line(s);
+		if (policy_check_login_server(v, why, sizeof(why)) < 0)
+			return fail(ld, s, "%s", why);
+		for (int j = 0; j < i; j++)
+			if (strcasecmp(cfg->registries[j].login_server.s, v) == 0)
+				return fail(ld, s, "registry '%s' is already configured (line %d)", v,
+					    cfg->registries[j].line);
+		if ((s = config_setting_get_member(g, "data_endpoints"))) {
+			if (get_str_list(ld, s, &r->data_endpoints, &r->n_data_endpoints) < 0)
+				return -1;
+			for (size_t j = 0; j < r->n_data_endpoints; j++)
+				if (policy_check_endpoint(r->login_server.s, r->data_endpoints[j].s,
+							  why, sizeof(why)) < 0)
+					return fail(ld, config_setting_get_elem(s, (unsigned)j), "%s", why);
+		}
+		if ((s = config_setting_get_member(g, "discovery")) &&
+		    load_discovery(ld, &r->discovery, s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int load_root(struct loader *ld, struct config *cfg, const config_setting_t *root)
+{
+	static const char *const modes[] = { "allowlist", "filter", NULL };
+	static const char *const denies[] = { "nxdomain", "nodata", "refused", NULL };
+	const char *const *keys = config_keys;
+	const config_setting_t *s;
+	const char *v;
+	int e;
+
+	/* config_keys starts with the top-level keys, up to the first "group.key". */
+	{
+		const char *top[32];
+		size_t n = 0;
+		for (; *keys && !strchr(*keys, '.') && n < 31; keys++)
+			top[n++] = *keys;
+		top[n] = NULL;
+		if (check_keys(ld, root, "the configuration", top) < 0)
+			return -1;
+	}
+	if ((s = config_setting_get_member(root, "listen")) &&
+	    load_addrs(ld, s, &cfg->listen, &cfg->n_listen) < 0)
+		return -1;
+	if (!cfg->listen) {
+		/* Loopback only unless told otherwise. */
+		cfg->listen = xcalloc(2, sizeof(*cfg->listen));
+		if (!cfg->listen)
+			return fail(ld, NULL, "out of memory");
+		config_parse_addr("127.0.0.1:53", 53, &cfg->listen[0]);
+		config_parse_addr("[::1]:53", 53, &cfg->listen[1]);
+		cfg->n_listen = 2;
+	}
+	if ((s = config_setting_get_member(root, "access"))) {
+		if (load_access(ld, cfg, s) < 0)
+			return -1;
+	} else {
+		cfg->access = xcalloc(2, sizeof(*cfg->access));
+		if (!cfg->access)
+			return fail(ld, NULL, "out of memory");
+		config_parse_net("127.0.0.0/8", &cfg->access[0]);
+		config_parse_net("::1/128", &cfg->access[1]);
+		cfg->n_access = 2;
+	}
+	if (!(s = config_setting_get_member(root, "upstreams")))
+		return fail(ld, root, "'upstreams' is missing: name at least one DNS server");
+	if (load_upstreams(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "mode"))) {
+		if (load_enum(ld, s, modes, &e) < 0)
+			return -1;
+		cfg->mode = (enum cfg_mode)e;
+	}
+	if ((s = config_setting_get_member(root, "deny_response"))) {
+		if (load_enum(ld, s, denies, &e) < 0)
+			return -1;
+		cfg->deny_response = (enum cfg_deny_response)e;
+	}
+	if ((s = config_setting_get_member(root, "deny_ttl")) &&
+	    get_uint(ld, s, 86400, &cfg->deny_ttl) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "rules")) &&
+	    get_str_list(ld, s, &cfg->rules, &cfg->n_rules) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "allow")) &&
+	    get_str_list(ld, s, &cfg->allow, &cfg->n_allow) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "deny")) &&
+	    get_str_list(ld, s, &cfg->deny, &cfg->n_deny) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "local")) && load_local(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "registries")) && load_registries(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "cache")) && load_cache(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "log")) && load_log(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "state_dir"))) {
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (v[0] != '/')
+			return fail(ld, s, "'state_dir' must be an absolute path");
+		free(cfg->state_dir);
+		cfg->state_dir = xstrdup(v);
+	}
+	if ((s = config_setting_get_member(root, "control_socket"))) {
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (v[0] != '/' || strlen(v) >= 108)
+			return fail(ld, s, "'control_socket' must be an absolute path under 108 bytes");
+		free(cfg->control_socket);
+		cfg->control_socket = xstrdup(v);
+	}
+	return 0;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	struct loader ld = { path, err, errlen };
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	config_t cf;
+	char *copy;
+
+	if (!cfg) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	cfg->path = xstrdup(path);
+	copy = xstrdup(path);
+	cfg->dir = copy ? xstrdup(dirname(copy)) : NULL;
+	free(copy);
+	cfg->mode = MODE_ALLOWLIST;
+	cfg->deny_response = DENY_NXDOMAIN;
+	cfg->deny_ttl = 60;
+	cfg->cache_size = 64ULL * 1024 * 1024;
+	cfg->min_ttl = 0;
+	cfg->max_ttl = 86400;
+	cfg->negative_ttl = 300;
+	cfg->stale_ttl = 86400;
+	cfg->state_dir = xstrdup(LOCALSTATEDIR "/lib/acrdns");
+	cfg->control_socket = xstrdup(RUNSTATEDIR "/acrdns/control.sock");
+	cfg->log_level = LOG_LVL_INFO;
+	cfg->log_queries = QLOG_DENIED;
+	if (!cfg->path || !cfg->dir || !cfg->state_dir || !cfg->control_socket) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		config_free(cfg);
+		return NULL;
+	}
+
+	config_init(&cf);
+	config_set_include_dir(&cf, cfg->dir);
+	if (config_read_file(&cf, path) != CONFIG_TRUE) {
+		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
+			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		else
+			snprintf(err, errlen, "%s:%d: %s",
+				 config_error_file(&cf) ? config_error_file(&cf) : path,
+				 config_error_line(&cf), config_error_text(&cf));
+		config_destroy(&cf);
+		config_free(cfg);
+		return NULL;
+	}
+	int rc = load_root(&ld, cfg, config_root_setting(&cf));
+	config_destroy(&cf);
+	if (rc < 0) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+static void free_strs(struct cfg_str *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(list[i].s);
+	free(list);
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->path);
+	free(cfg->dir);
+	free(cfg->listen);
+	free(cfg->access);
+	for (size_t i = 0; i < cfg->n_upstreams; i++)
+		free(cfg->upstreams[i].file);
+	free(cfg->upstreams);
+	free_strs(cfg->rules, cfg->n_rules);
+	free_strs(cfg->allow, cfg->n_allow);
+	free_strs(cfg->deny, cfg->n_deny);
+	for (size_t i = 0; i < cfg->n_local; i++) {
+		free(cfg->local[i].v4);
+		free(cfg->local[i].v6);
+	}
+	free(cfg->local);
+	for (size_t i = 0; i < cfg->n_registries; i++) {
+		struct cfg_registry *r = &cfg->registries[i];
+		struct cfg_discovery *d = &r->discovery;
+		free(r->login_server.s);
+		free_strs(r->data_endpoints, r->n_data_endpoints);
+		free(d->path);
+		if (d->command)
+			for (char **a = d->command; *a; a++)
+				free(*a);
+		free(d->command);
+		free(d->resource_id);
+		free(d->arm_endpoint);
+		free(d->imds_endpoint);
+		free(d->client_id);
+	}
+	free(cfg->registries);
+	free(cfg->state_dir);
+	free(cfg->control_socket);
+	free(cfg);
+}

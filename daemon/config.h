@@ -1,0 +1,142 @@
+/**
+ * \file config.h
+ * The configuration file (libconfig syntax) read into acrdns' own
+ * structure and validated.  A load builds a complete new struct config;
+ * the caller swaps it in only when the load succeeded, so a bad reload
+ * leaves the running configuration untouched.
+ */
+#ifndef ACRDNS_CONFIG_H
+#define ACRDNS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+#define CONFIG_DEFAULT_PATH SYSCONFDIR "/acrdns/acrdnsd.conf"
+
+struct cfg_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+/** A network in CIDR form; addr holds 4 or 16 bytes. */
+struct cfg_net {
+	int family;
+	uint8_t addr[16];
+	int prefix;
+};
+
+/** A string with the line it came from, for messages that point at it. */
+struct cfg_str {
+	char *s;
+	int line;
+};
+
+struct cfg_upstream {
+	struct cfg_addr addr;  /**< unused when file is set */
+	char *file;            /**< "file:PATH": nameservers of a resolv.conf */
+	int line;
+};
+
+struct cfg_local {
+	uint8_t name[256];
+	int name_len;
+	uint8_t (*v4)[4];
+	size_t n4;
+	uint8_t (*v6)[16];
+	size_t n6;
+	uint32_t ttl;
+	int line;
+};
+
+enum cfg_source { SOURCE_STATIC, SOURCE_FILE, SOURCE_COMMAND, SOURCE_ARM };
+
+struct cfg_discovery {
+	enum cfg_source source;
+	char *path;
+	char **command;        /**< NULL-terminated argv */
+	unsigned interval;     /**< seconds */
+	unsigned timeout;      /**< seconds, command and arm */
+	char *resource_id;
+	char *arm_endpoint;
+	char *imds_endpoint;
+	char *client_id;
+};
+
+struct cfg_registry {
+	struct cfg_str login_server;
+	struct cfg_str *data_endpoints;
+	size_t n_data_endpoints;
+	struct cfg_discovery discovery;
+	int line;
+};
+
+enum cfg_mode { MODE_ALLOWLIST, MODE_FILTER };
+enum cfg_deny_response { DENY_NXDOMAIN, DENY_NODATA, DENY_REFUSED };
+enum cfg_query_log { QLOG_NONE, QLOG_DENIED, QLOG_ALL };
+
+struct config {
+	char *path;
+	char *dir;                    /**< for relative rule paths */
+	struct cfg_addr *listen;
+	size_t n_listen;
+	struct cfg_net *access;
+	size_t n_access;
+	struct cfg_upstream *upstreams;
+	size_t n_upstreams;
+	enum cfg_mode mode;
+	enum cfg_deny_response deny_response;
+	uint32_t deny_ttl;
+	struct cfg_str *rules;
+	size_t n_rules;
+	struct cfg_str *allow;
+	size_t n_allow;
+	struct cfg_str *deny;
+	size_t n_deny;
+	struct cfg_local *local;
+	size_t n_local;
+	struct cfg_registry *registries;
+	size_t n_registries;
+	uint64_t cache_size;
+	uint32_t min_ttl, max_ttl, negative_ttl, stale_ttl;
+	char *state_dir;
+	char *control_socket;
+	enum log_level log_level;
+	enum cfg_query_log log_queries;
+};
+
+/**
+ * Read and validate a configuration file.
+ * @param err receives "file:line: message" for the first error
+ * @return a new configuration, or NULL with err set
+ */
+struct config *config_load(const char *path, char *err, size_t errlen);
+
+/** Free a configuration from config_load; NULL is allowed. */
+void config_free(struct config *cfg);
+
+/**
+ * Parse "addr", "addr:port", "[v6]" or "[v6]:port".
+ * @return 0, or -1 when it is not an address
+ */
+int config_parse_addr(const char *text, uint16_t default_port, struct cfg_addr *out);
+
+/** Parse "addr/prefix" or "addr". @return 0 or -1 */
+int config_parse_net(const char *text, struct cfg_net *out);
+
+/** @return true when addr lies in net (IPv4-mapped IPv6 counts as IPv4). */
+bool config_net_contains(const struct cfg_net *net, const struct sockaddr *addr);
+
+/** @return true when two addresses have the same family, address and port. */
+bool config_addr_equal(const struct cfg_addr *a, const struct cfg_addr *b);
+
+/** Format an address as "1.2.3.4#53" or "::1#53" into buf (64 bytes). */
+void config_addr_str(const struct sockaddr *addr, char *buf, size_t len);
+
+/** Names of the configuration keys, for checking that the manual has them all. */
+extern const char *const config_keys[];
+
+#endif

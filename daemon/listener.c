@@ -1,0 +1,466 @@
+/**
+ * \file listener.c
+ * UDP and TCP sockets for clients.  UDP is drained in batches per wake-up;
+ * TCP connections carry several queries, answered in whatever order they
+ * complete, with a cap on connections, on queries in flight per
+ * connection, on buffered output, and an idle timeout.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "listener.h"
+#include "log.h"
+#include "query.h"
+#include "server.h"
+
+#define UDP_BATCH 64
+#define TCP_MAX_CONNS 512
+#define TCP_MAX_PENDING 64
+#define TCP_IDLE_SECONDS 10.0
+#define TCP_WBUF_MAX (512 * 1024)
+#define TCP_RBUF (65535 + 2)
+
+struct tcp_conn {
+	struct tcp_conn *prev, *next;
+	struct server *srv;
+	int fd;
+	ev_io rio, wio;
+	ev_timer idle;
+	ev_tstamp last_active;
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	uint8_t *rbuf;
+	size_t rlen;
+	uint8_t *wbuf;
+	size_t wlen, wcap;
+	unsigned pending;     /**< queries waiting for upstream */
+	unsigned refs;        /**< pending + 1 while the socket is open */
+	bool eof;             /**< the client finished sending */
+};
+
+static struct tcp_conn conns = { .prev = &conns, .next = &conns };
+
+static bool addr_is_wildcard(const struct cfg_addr *a)
+{
+	static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+
+	if (a->ss.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr, &any6, sizeof(any6)) == 0;
+}
+
+static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
+{
+	int fd = socket(a->ss.ss_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int one = 1;
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (type == SOCK_DGRAM && wildcard) {
+		if (a->ss.ss_family == AF_INET)
+			setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+		else
+			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+	}
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+	    (type == SOCK_STREAM && listen(fd, 128) < 0)) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static void udp_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+	char name[64];
+
+	config_addr_str((const struct sockaddr *)&addr->ss, name, sizeof(name));
+	if (!l) {
+		log_err("listen %s: out of memory", name);
+		return NULL;
+	}
+	l->srv = srv;
+	l->addr = *addr;
+	l->wildcard = addr_is_wildcard(addr);
+	l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard);
+	if (l->udp_fd < 0) {
+		log_err("listen %s (udp): %s", name, strerror(errno));
+		free(l);
+		return NULL;
+	}
+	l->tcp_fd = open_socket(addr, SOCK_STREAM, l->wildcard);
+	if (l->tcp_fd < 0) {
+		log_err("listen %s (tcp): %s", name, strerror(errno));
+		close(l->udp_fd);
+		free(l);
+		return NULL;
+	}
+	ev_io_init(&l->udp_io, udp_cb, l->udp_fd, EV_READ);
+	ev_io_init(&l->tcp_io, accept_cb, l->tcp_fd, EV_READ);
+	l->udp_io.data = l->tcp_io.data = l;
+	return l;
+}
+
+void listener_start(struct listener *l)
+{
+	char name[64];
+
+	ev_io_start(l->srv->loop, &l->udp_io);
+	ev_io_start(l->srv->loop, &l->tcp_io);
+	config_addr_str((const struct sockaddr *)&l->addr.ss, name, sizeof(name));
+	log_info("listening on %s (udp, tcp)", name);
+}
+
+void listener_close(struct listener *l)
+{
+	ev_io_stop(l->srv->loop, &l->udp_io);
+	ev_io_stop(l->srv->loop, &l->tcp_io);
+	close(l->udp_fd);
+	close(l->tcp_fd);
+	free(l);
+}
+
+static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = w->data;
+	uint8_t buf[65536];
+	union {
+		char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+		struct cmsghdr align;
+	} control;
+	(void)loop;
+	(void)revents;
+
+	for (int i = 0; i < UDP_BATCH; i++) {
+		struct reply_to rt = { .udp = l };
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr mh = {
+			.msg_name = &rt.peer, .msg_namelen = sizeof(rt.peer),
+			.msg_iov = &iov, .msg_iovlen = 1,
+			.msg_control = l->wildcard ? control.buf : NULL,
+			.msg_controllen = l->wildcard ? sizeof(control.buf) : 0,
+		};
+		ssize_t n = recvmsg(l->udp_fd, &mh, 0);
+		if (n < 0)
+			return; /* EAGAIN, or an ICMP error reported on the socket */
+		rt.peer_len = mh.msg_namelen;
+		for (struct cmsghdr *c = l->wildcard ? CMSG_FIRSTHDR(&mh) : NULL; c;
+		     c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+				memcpy(&rt.local.v4, CMSG_DATA(c), sizeof(rt.local.v4));
+				rt.local.v4.ipi_spec_dst = rt.local.v4.ipi_addr;
+				rt.local.v4.ipi_ifindex = 0;
+				rt.has_local = true;
+			} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+				memcpy(&rt.local.v6, CMSG_DATA(c), sizeof(rt.local.v6));
+				rt.has_local = true;
+			}
+		}
+		l->srv->stats.queries_udp++;
+		query_handle(l->srv, buf, (size_t)n, &rt);
+	}
+}
+
+static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+		struct cmsghdr align;
+	} control;
+	struct iovec iov = { (void *)msg, len };
+	struct msghdr mh = {
+		.msg_name = (void *)&rt->peer, .msg_namelen = rt->peer_len,
+		.msg_iov = &iov, .msg_iovlen = 1,
+	};
+
+	if (rt->has_local) {
+		struct cmsghdr *c;
+		memset(&control, 0, sizeof(control));
+		mh.msg_control = control.buf;
+		c = (struct cmsghdr *)(void *)control.buf;
+		if (rt->peer.ss_family == AF_INET) {
+			mh.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
+			c->cmsg_level = IPPROTO_IP;
+			c->cmsg_type = IP_PKTINFO;
+			c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+			memcpy(CMSG_DATA(c), &rt->local.v4, sizeof(rt->local.v4));
+		} else {
+			mh.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+			c->cmsg_level = IPPROTO_IPV6;
+			c->cmsg_type = IPV6_PKTINFO;
+			c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+			memcpy(CMSG_DATA(c), &rt->local.v6, sizeof(rt->local.v6));
+		}
+	}
+	if (sendmsg(rt->udp->udp_fd, &mh, MSG_DONTWAIT) < 0)
+		rt->udp->srv->stats.send_errors++;
+}
+
+/* ---- TCP ---- */
+
+static void conn_free(struct tcp_conn *c)
+{
+	free(c->rbuf);
+	free(c->wbuf);
+	free(c);
+}
+
+static void conn_close(struct tcp_conn *c)
+{
+	if (c->fd < 0)
+		return;
+	ev_io_stop(c->srv->loop, &c->rio);
+	ev_io_stop(c->srv->loop, &c->wio);
+	ev_timer_stop(c->srv->loop, &c->idle);
+	close(c->fd);
+	c->fd = -1;
+	c->prev->next = c->next;
+	c->next->prev = c->prev;
+	c->srv->tcp_conns--;
+	if (--c->refs == 0)
+		conn_free(c);
+}
+
+/** Close when the client is done and nothing is left to answer or send. */
+static void conn_maybe_finish(struct tcp_conn *c)
+{
+	if (c->fd >= 0 && c->eof && c->pending == 0 && c->wlen == 0)
+		conn_close(c);
+}
+
+static void conn_flush(struct tcp_conn *c)
+{
+	while (c->wlen > 0) {
+		ssize_t n = write(c->fd, c->wbuf, c->wlen);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				ev_io_start(c->srv->loop, &c->wio);
+				return;
+			}
+			if (errno == EINTR)
+				continue;
+			conn_close(c);
+			return;
+		}
+		memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
+		c->wlen -= (size_t)n;
+		c->last_active = ev_now(c->srv->loop);
+	}
+	ev_io_stop(c->srv->loop, &c->wio);
+	conn_maybe_finish(c);
+}
+
+static void tcp_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	conn_flush(w->data);
+}
+
+static void conn_read_messages(struct tcp_conn *c)
+{
+	size_t off = 0;
+
+	while (c->fd >= 0 && c->pending < TCP_MAX_PENDING && c->rlen - off >= 2) {
+		size_t mlen = wire_get16(c->rbuf + off);
+		if (c->rlen - off < 2 + mlen)
+			break;
+		struct reply_to rt = { .tcp = c, .peer = c->peer, .peer_len = c->peer_len };
+		c->srv->stats.queries_tcp++;
+		/* The message is handled in place; query_handle copies what it keeps. */
+		query_handle(c->srv, c->rbuf + off + 2, mlen, &rt);
+		off += 2 + mlen;
+	}
+	if (c->fd < 0)
+		return;
+	if (off) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
+	/* Too many answers owed: stop reading until some are delivered. */
+	if (c->pending >= TCP_MAX_PENDING)
+		ev_io_stop(c->srv->loop, &c->rio);
+}
+
+static void tcp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct tcp_conn *c = w->data;
+	(void)loop;
+	(void)revents;
+
+	if (c->rlen == TCP_RBUF) {
+		/* Full, and only because queries wait for answers. */
+		ev_io_stop(c->srv->loop, &c->rio);
+		return;
+	}
+	ssize_t n = read(c->fd, c->rbuf + c->rlen, TCP_RBUF - c->rlen);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			conn_close(c);
+		return;
+	}
+	if (n == 0) {
+		/* Answers still owed are sent before the connection goes. */
+		c->eof = true;
+		ev_io_stop(c->srv->loop, &c->rio);
+		conn_maybe_finish(c);
+		return;
+	}
+	c->rlen += (size_t)n;
+	c->last_active = ev_now(c->srv->loop);
+	c->refs++; /* the connection may close while its messages are handled */
+	conn_read_messages(c);
+	if (--c->refs == 0)
+		conn_free(c);
+}
+
+static void tcp_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct tcp_conn *c = w->data;
+	ev_tstamp after = c->last_active + TCP_IDLE_SECONDS - ev_now(loop);
+	(void)revents;
+
+	if (c->pending == 0 && after <= 0) {
+		conn_close(c);
+		return;
+	}
+	w->repeat = after > 0.1 ? after : TCP_IDLE_SECONDS;
+	ev_timer_again(loop, w);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = w->data;
+	(void)revents;
+
+	for (int i = 0; i < 16; i++) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		int fd = accept4(l->tcp_fd, (struct sockaddr *)&peer, &plen,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		if (l->srv->tcp_conns >= TCP_MAX_CONNS) {
+			l->srv->stats.tcp_refused++;
+			close(fd);
+			continue;
+		}
+		struct tcp_conn *c = calloc(1, sizeof(*c));
+		if (!c || !(c->rbuf = malloc(TCP_RBUF))) {
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->srv = l->srv;
+		c->fd = fd;
+		c->peer = peer;
+		c->peer_len = plen;
+		c->refs = 1;
+		c->last_active = ev_now(loop);
+		ev_io_init(&c->rio, tcp_read_cb, fd, EV_READ);
+		ev_io_init(&c->wio, tcp_write_cb, fd, EV_WRITE);
+		ev_timer_init(&c->idle, tcp_idle_cb, TCP_IDLE_SECONDS, TCP_IDLE_SECONDS);
+		c->rio.data = c->wio.data = c->idle.data = c;
+		ev_io_start(loop, &c->rio);
+		ev_timer_start(loop, &c->idle);
+		c->next = conns.next;
+		c->prev = &conns;
+		conns.next->prev = c;
+		conns.next = c;
+		l->srv->tcp_conns++;
+	}
+}
+
+static void tcp_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
+{
+	if (c->fd < 0)
+		return;
+	if (c->wlen + len + 2 > TCP_WBUF_MAX) {
+		/* The client does not read its answers: it is not a client. */
+		conn_close(c);
+		return;
+	}
+	if (c->wlen + len + 2 > c->wcap) {
+		size_t cap = c->wcap ? c->wcap : 4096;
+		while (cap < c->wlen + len + 2)
+			cap *= 2;
+		uint8_t *b = realloc(c->wbuf, cap);
+		if (!b) {
+			c->srv->stats.send_errors++;
+			return;
+		}
+		c->wbuf = b;
+		c->wcap = cap;
+	}
+	wire_put16(c->wbuf + c->wlen, (uint16_t)len);
+	memcpy(c->wbuf + c->wlen + 2, msg, len);
+	c->wlen += len + 2;
+	conn_flush(c);
+}
+
+void listener_reply(const struct reply_to *rt, const uint8_t *msg, size_t len)
+{
+	if (rt->tcp)
+		tcp_send(rt->tcp, msg, len);
+	else
+		udp_send(rt, msg, len);
+}
+
+size_t listener_max_reply(const struct reply_to *rt, const struct wire_query *q)
+{
+	if (rt->tcp)
+		return 65535;
+	if (!q->edns)
+		return WIRE_UDP_PLAIN;
+	/* Never more than we advertise: larger datagrams fragment. */
+	return q->edns_size < WIRE_EDNS_SIZE ? q->edns_size : WIRE_EDNS_SIZE;
+}
+
+void listener_hold(struct reply_to *rt)
+{
+	if (rt->tcp) {
+		rt->tcp->pending++;
+		rt->tcp->refs++;
+	}
+}
+
+void listener_release(struct reply_to *rt)
+{
+	struct tcp_conn *c = rt->tcp;
+
+	if (!c)
+		return;
+	c->pending--;
+	if (--c->refs == 0) {
+		conn_free(c);
+		return;
+	}
+	if (c->fd < 0)
+		return;
+	if (!c->eof && c->pending < TCP_MAX_PENDING && !ev_is_active(&c->rio)) {
+		ev_io_start(c->srv->loop, &c->rio);
+		conn_read_messages(c);
+	}
+	conn_maybe_finish(c);
+}
+
+void listener_close_all_tcp(struct server *srv)
+{
+	(void)srv;
+	while (conns.next != &conns)
+		conn_close(conns.next);
+}

@@ -1,0 +1,71 @@
+/**
+ * \file listener.h
+ * The sockets clients talk to: UDP and TCP on each `listen` address.
+ * Packets and TCP messages are handed to query_handle() with a reply_to
+ * that says how to answer; nothing above this layer touches a socket.
+ */
+#ifndef ACRDNS_LISTENER_H
+#define ACRDNS_LISTENER_H
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "wire.h"
+
+struct server;
+struct tcp_conn;
+
+/** How to answer one query: the socket, the peer and, for wildcard binds, our address. */
+struct reply_to {
+	struct listener *udp;     /**< set for UDP */
+	struct tcp_conn *tcp;     /**< set for TCP */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	bool has_local;
+	union {
+		struct in_pktinfo v4;
+		struct in6_pktinfo v6;
+	} local;
+};
+
+struct listener {
+	struct listener *next;
+	struct server *srv;
+	struct cfg_addr addr;
+	bool wildcard;            /**< bound to 0.0.0.0 or ::: answer from the address asked */
+	int udp_fd, tcp_fd;
+	ev_io udp_io, tcp_io;
+};
+
+/**
+ * Open UDP and TCP sockets on addr (not yet watched).
+ * @return the listener, or NULL with the reason logged
+ */
+struct listener *listener_open(struct server *srv, const struct cfg_addr *addr);
+
+/** Start watching a listener's sockets on the server's loop. */
+void listener_start(struct listener *l);
+
+/** Stop, close and free a listener; its open TCP connections stay until done. */
+void listener_close(struct listener *l);
+
+/** Send a reply; for TCP it is queued when the socket is full. */
+void listener_reply(const struct reply_to *rt, const uint8_t *msg, size_t len);
+
+/** @return the largest reply this client can take (65535 for TCP). */
+size_t listener_max_reply(const struct reply_to *rt, const struct wire_query *q);
+
+/** A query on this reply_to waits for upstream: keep its TCP connection. */
+void listener_hold(struct reply_to *rt);
+
+/** The waiting query was answered or abandoned. */
+void listener_release(struct reply_to *rt);
+
+/** Close every TCP connection (shutdown). */
+void listener_close_all_tcp(struct server *srv);
+
+#endif

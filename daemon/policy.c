@@ -1,0 +1,355 @@
+/**
+ * \file policy.c
+ * Policy construction and the per-query decision.  Precedence: a local
+ * name first; then an exact rule; then the longest wildcard apex; deny
+ * beats allow at the same name; else the mode's default.
+ */
+#include "autoconf.h"
+
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy.h"
+#include "wire.h"
+
+static const char *const verdict_names[] = { "allow", "pass", "deny", "local" };
+
+const char *policy_verdict_name(enum verdict v)
+{
+	return verdict_names[v];
+}
+
+static bool label_is_alnum(const uint8_t *label)
+{
+	if (label[0] == 0 || label[0] > 63)
+		return false;
+	for (int i = 1; i <= label[0]; i++) {
+		uint8_t c = label[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+			return false;
+	}
+	return true;
+}
+
+static bool label_is(const uint8_t *label, const char *s)
+{
+	return label[0] == strlen(s) && memcmp(label + 1, s, label[0]) == 0;
+}
+
+/** Split a wire name into at most max label pointers. @return label count */
+static int split_labels(const uint8_t *name, const uint8_t **labels, int max)
+{
+	int n = 0;
+
+	for (const uint8_t *p = name; *p; p += *p + 1) {
+		if (n == max)
+			return max + 1;
+		labels[n++] = p;
+	}
+	return n;
+}
+
+static bool acr_suffix(const uint8_t *azurecr, const uint8_t *tld)
+{
+	return label_is(azurecr, "azurecr") &&
+	       (label_is(tld, "io") || label_is(tld, "cn") || label_is(tld, "us"));
+}
+
+int policy_check_login_server(const char *login, char *why, size_t whylen)
+{
+	uint8_t name[WIRE_NAME_MAX + 1];
+	const uint8_t *l[4];
+
+	if (wire_name_from_str(login, name) < 0 || split_labels(name, l, 3) != 3 ||
+	    !label_is_alnum(l[0]) || !acr_suffix(l[1], l[2])) {
+		snprintf(why, whylen, "login server '%s' is not of the form "
+			 "<registry>.azurecr.io (or .azurecr.cn, .azurecr.us)", login);
+		return -1;
+	}
+	return 0;
+}
+
+int policy_check_endpoint(const char *login, const char *endpoint, char *why, size_t whylen)
+{
+	uint8_t ln[WIRE_NAME_MAX + 1], en[WIRE_NAME_MAX + 1];
+	const uint8_t *l[4], *e[6];
+
+	if (wire_name_from_str(login, ln) < 0 || split_labels(ln, l, 3) != 3 ||
+	    wire_name_from_str(endpoint, en) < 0 || split_labels(en, e, 5) != 5 ||
+	    memcmp(e[0], l[0], (size_t)l[0][0] + 1) != 0 || !label_is_alnum(e[1]) ||
+	    !(label_is(e[2], "data") || label_is(e[2], "geo")) ||
+	    memcmp(e[3], l[1], (size_t)l[1][0] + 1) != 0 ||
+	    memcmp(e[4], l[2], (size_t)l[2][0] + 1) != 0) {
+		snprintf(why, whylen, "endpoint '%s' is not one of registry '%s': expected "
+			 "<registry>.<region>.data.<suffix> or <registry>.<region>.geo.<suffix>",
+			 endpoint, login);
+		return -1;
+	}
+	return 0;
+}
+
+void policy_free(struct policy *p)
+{
+	if (!p)
+		return;
+	rules_free(p->rules);
+	for (size_t i = 0; i < p->n_registries; i++) {
+		free(p->registries[i].login_server);
+		for (size_t j = 0; j < p->registries[i].n_endpoints; j++)
+			free(p->registries[i].endpoints[j]);
+		free(p->registries[i].endpoints);
+	}
+	free(p->registries);
+	for (size_t i = 0; i < p->n_files; i++)
+		free(p->files[i]);
+	free(p->files);
+	free(p->file_counts);
+	free(p);
+}
+
+static int add_file(struct policy *p, const char *path, char *err, size_t errlen)
+{
+	size_t before = rules_count(p->rules);
+	char **files = realloc(p->files, (p->n_files + 1) * sizeof(*files));
+	size_t *counts;
+
+	if (!files)
+		goto oom;
+	p->files = files;
+	counts = realloc(p->file_counts, (p->n_files + 1) * sizeof(*counts));
+	if (!counts)
+		goto oom;
+	p->file_counts = counts;
+	if (!(p->files[p->n_files] = strdup(path)))
+		goto oom;
+	p->n_files++;
+	if (rules_load_file(p->rules, path, err, errlen) < 0)
+		return -1;
+	p->file_counts[p->n_files - 1] = rules_count(p->rules) - before;
+	return 0;
+oom:
+	snprintf(err, errlen, "%s: out of memory", path);
+	return -1;
+}
+
+static int load_rule_files(struct policy *p, const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->n_rules; i++) {
+		char pattern[4096];
+		glob_t g;
+		const char *spec = cfg->rules[i].s;
+
+		if (spec[0] == '/')
+			snprintf(pattern, sizeof(pattern), "%s", spec);
+		else
+			snprintf(pattern, sizeof(pattern), "%s/%s", cfg->dir, spec);
+		int rc = glob(pattern, GLOB_NOMAGIC | GLOB_ERR, NULL, &g);
+		if (rc == GLOB_NOMATCH)
+			continue; /* a glob that matches no file: an empty rules.d */
+		if (rc != 0) {
+			snprintf(err, errlen, "%s:%d: cannot expand '%s'", cfg->path,
+				 cfg->rules[i].line, spec);
+			return -1;
+		}
+		for (size_t j = 0; j < g.gl_pathc; j++) {
+			if (add_file(p, g.gl_pathv[j], err, errlen) < 0) {
+				globfree(&g);
+				return -1;
+			}
+		}
+		globfree(&g);
+	}
+	return 0;
+}
+
+static int add_inline(struct policy *p, const struct config *cfg, bool allow,
+		      const struct cfg_str *list, size_t n, char *err, size_t errlen)
+{
+	char why[300];
+	int src = rules_source(p->rules, cfg->path);
+
+	for (size_t i = 0; i < n; i++) {
+		struct rule_origin o = { (uint16_t)src, (uint32_t)list[i].line };
+		if (src < 0 || rules_add(p->rules, allow, list[i].s, o, why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "%s:%d: %s", cfg->path, list[i].line,
+				 src < 0 ? "out of memory" : why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int allow_endpoint(struct policy *p, struct policy_registry *pr, const char *name,
+			  int src, uint32_t line)
+{
+	uint8_t wire[WIRE_NAME_MAX + 1];
+	int len = wire_name_from_str(name, wire);
+	struct rule_origin o = { (uint16_t)src, line };
+
+	for (size_t i = 0; i < pr->n_endpoints; i++)
+		if (strcasecmp(pr->endpoints[i], name) == 0)
+			return 0;
+	char **e = realloc(pr->endpoints, (pr->n_endpoints + 1) * sizeof(*e));
+	if (!e)
+		return -1;
+	pr->endpoints = e;
+	if (len < 0 || !(e[pr->n_endpoints] = strdup(name)))
+		return -1;
+	pr->n_endpoints++;
+	return rules_add_wire(p->rules, RULE_EXACT_ALLOW, wire, (size_t)len, o);
+}
+
+static int add_registries(struct policy *p, const struct config *cfg,
+			  char **const *extra, char *err, size_t errlen)
+{
+	p->registries = calloc(cfg->n_registries ? cfg->n_registries : 1, sizeof(*p->registries));
+	if (!p->registries)
+		goto oom;
+	p->n_registries = cfg->n_registries;
+	for (size_t i = 0; i < cfg->n_registries; i++) {
+		const struct cfg_registry *r = &cfg->registries[i];
+		struct policy_registry *pr = &p->registries[i];
+		uint8_t wire[WIRE_NAME_MAX + 1];
+		char srcname[300];
+		int len = wire_name_from_str(r->login_server.s, wire);
+
+		snprintf(srcname, sizeof(srcname), "registry %s", r->login_server.s);
+		int src = rules_source(p->rules, srcname);
+		if (src < 0 || len < 0 || !(pr->login_server = strdup(r->login_server.s)))
+			goto oom;
+		struct rule_origin o = { (uint16_t)src, (uint32_t)r->login_server.line };
+		if (rules_add_wire(p->rules, RULE_EXACT_ALLOW, wire, (size_t)len, o) < 0)
+			goto oom;
+		for (size_t j = 0; j < r->n_data_endpoints; j++)
+			if (allow_endpoint(p, pr, r->data_endpoints[j].s, src,
+					   (uint32_t)r->data_endpoints[j].line) < 0)
+				goto oom;
+		if (extra && extra[i]) {
+			snprintf(srcname, sizeof(srcname), "discovery %s", r->login_server.s);
+			int dsrc = rules_source(p->rules, srcname);
+			if (dsrc < 0)
+				goto oom;
+			for (char *const *e = extra[i]; *e; e++)
+				if (allow_endpoint(p, pr, *e, dsrc, 0) < 0)
+					goto oom;
+		}
+	}
+	return 0;
+oom:
+	snprintf(err, errlen, "%s: out of memory building the registry rules", cfg->path);
+	return -1;
+}
+
+struct policy *policy_new(const struct config *cfg, char **const *extra_endpoints,
+			  char *err, size_t errlen)
+{
+	struct policy *p = calloc(1, sizeof(*p));
+
+	if (!p || !(p->rules = rules_new())) {
+		snprintf(err, errlen, "%s: out of memory", cfg->path);
+		policy_free(p);
+		return NULL;
+	}
+	p->mode = cfg->mode;
+	p->local = cfg->local;
+	p->n_local = cfg->n_local;
+	if (load_rule_files(p, cfg, err, errlen) < 0 ||
+	    add_inline(p, cfg, true, cfg->allow, cfg->n_allow, err, errlen) < 0 ||
+	    add_inline(p, cfg, false, cfg->deny, cfg->n_deny, err, errlen) < 0 ||
+	    add_registries(p, cfg, extra_endpoints, err, errlen) < 0) {
+		policy_free(p);
+		return NULL;
+	}
+	for (size_t i = 0; i < cfg->n_local; i++) {
+		if (rules_set_local(p->rules, cfg->local[i].name, (size_t)cfg->local[i].name_len,
+				    (int32_t)i) < 0) {
+			snprintf(err, errlen, "%s: out of memory", cfg->path);
+			policy_free(p);
+			return NULL;
+		}
+	}
+	return p;
+}
+
+void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
+		   struct policy_decision *d)
+{
+	const struct rule_node *n = rules_find(p->rules, name, len);
+
+	d->local = -1;
+	d->node = NULL;
+	d->kind = -1;
+	if (n) {
+		if (n->local >= 0) {
+			d->verdict = VERDICT_LOCAL;
+			d->local = n->local;
+			d->node = n;
+			return;
+		}
+		if (n->kinds & (1u << RULE_EXACT_DENY)) {
+			d->verdict = VERDICT_DENY;
+			d->kind = RULE_EXACT_DENY;
+			d->node = n;
+			return;
+		}
+		if (n->kinds & (1u << RULE_EXACT_ALLOW)) {
+			d->verdict = VERDICT_ALLOW;
+			d->kind = RULE_EXACT_ALLOW;
+			d->node = n;
+			return;
+		}
+	}
+	/* Proper suffixes, longest first: the first wildcard found is the most specific. */
+	while (name[0] != 0) {
+		len -= (size_t)name[0] + 1;
+		name += name[0] + 1;
+		n = rules_find(p->rules, name, len);
+		if (!n)
+			continue;
+		if (n->kinds & (1u << RULE_WILD_DENY)) {
+			d->verdict = VERDICT_DENY;
+			d->kind = RULE_WILD_DENY;
+			d->node = n;
+			return;
+		}
+		if (n->kinds & (1u << RULE_WILD_ALLOW)) {
+			d->verdict = VERDICT_ALLOW;
+			d->kind = RULE_WILD_ALLOW;
+			d->node = n;
+			return;
+		}
+	}
+	d->verdict = p->mode == MODE_ALLOWLIST ? VERDICT_DENY : VERDICT_PASS;
+}
+
+void policy_describe(const struct policy *p, const struct policy_decision *d,
+		     char *buf, size_t len)
+{
+	char name[WIRE_NAME_STRLEN];
+
+	if (d->verdict == VERDICT_LOCAL) {
+		wire_name_str(rules_node_name(p->rules, d->node), name);
+		snprintf(buf, len, "local %s (%s:%d)", name, "config", p->local[d->local].line);
+		return;
+	}
+	if (!d->node) {
+		snprintf(buf, len, d->verdict == VERDICT_DENY ? "default: not on the allowlist"
+							      : "default: filter mode forwards");
+		return;
+	}
+	const struct rule_origin *o = &d->node->origin[d->kind];
+	bool wild = d->kind == RULE_WILD_ALLOW || d->kind == RULE_WILD_DENY;
+	bool allow = d->kind == RULE_EXACT_ALLOW || d->kind == RULE_WILD_ALLOW;
+	const uint8_t *apex = rules_node_name(p->rules, d->node);
+	wire_name_str(apex, name);
+	if (o->line)
+		snprintf(buf, len, "%s %s%s (%s:%u)", allow ? "allow" : "deny",
+			 wild ? (apex[0] ? "*." : "*") : "", apex[0] || !wild ? name : "",
+			 rules_source_name(p->rules, o->source), o->line);
+	else
+		snprintf(buf, len, "%s %s%s (%s)", allow ? "allow" : "deny",
+			 wild ? (apex[0] ? "*." : "*") : "", apex[0] || !wild ? name : "",
+			 rules_source_name(p->rules, o->source));
+}

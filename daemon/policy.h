@@ -1,0 +1,91 @@
+/**
+ * \file policy.h
+ * The decision acrdns exists for: given a normalised query name and type,
+ * answer it locally, deny it, or let it go to the cache and upstream.  A
+ * policy is built whole from a configuration and never changed after; a
+ * reload or a discovery change builds a new one and swaps the pointer.
+ * No sockets here, so the decision is unit-tested and fuzzed on its own.
+ */
+#ifndef ACRDNS_POLICY_H
+#define ACRDNS_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "rules.h"
+
+enum verdict {
+	VERDICT_ALLOW,   /**< allowed by an explicit rule: answers trusted whole */
+	VERDICT_PASS,    /**< forwarded by filter mode's default: CNAME targets checked */
+	VERDICT_DENY,
+	VERDICT_LOCAL,   /**< answered from the configuration */
+};
+
+struct policy_decision {
+	enum verdict verdict;
+	int kind;                       /**< enum rule_kind that decided, -1 for the default */
+	const struct rule_node *node;   /**< the rule's name, NULL for the default */
+	int32_t local;                  /**< local entry index for VERDICT_LOCAL */
+};
+
+/** One registry's names, as the policy allows them. */
+struct policy_registry {
+	char *login_server;
+	char **endpoints;
+	size_t n_endpoints;
+};
+
+struct policy {
+	enum cfg_mode mode;
+	struct rules *rules;
+	const struct cfg_local *local;  /**< borrowed from the configuration */
+	size_t n_local;
+	struct policy_registry *registries;
+	size_t n_registries;
+	size_t *file_counts;            /**< rules read per file, in source order */
+	char **files;
+	size_t n_files;
+};
+
+/**
+ * Build a policy from a configuration: rule files, inline allow/deny,
+ * registries and local names.
+ * @param extra_endpoints per registry, discovered endpoints to allow as
+ *        well (NULL-terminated string lists; NULL for none)
+ * @param err receives "file:line: message"
+ * @return the policy, or NULL with err set
+ */
+struct policy *policy_new(const struct config *cfg, char **const *extra_endpoints,
+			  char *err, size_t errlen);
+void policy_free(struct policy *p);
+
+/** Decide for a lowercase wire name. */
+void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
+		   struct policy_decision *d);
+
+/**
+ * Describe the rule behind a decision, e.g.
+ * "deny *.blob.core.windows.net (rules/azure-storage.rules:4)".
+ */
+void policy_describe(const struct policy *p, const struct policy_decision *d,
+		     char *buf, size_t len);
+
+/** @return "allow", "pass", "deny" or "local". */
+const char *policy_verdict_name(enum verdict v);
+
+/**
+ * Check that a login server has the form <registry>.azurecr.{io,cn,us}.
+ * @return 0, or -1 with the reason in why
+ */
+int policy_check_login_server(const char *login, char *why, size_t whylen);
+
+/**
+ * Check that an endpoint belongs to the registry: <registry>.<region>.data.<suffix>
+ * or <registry>.<region>.geo.<suffix>, with the login server's registry and suffix.
+ * @return 0, or -1 with the reason in why
+ */
+int policy_check_endpoint(const char *login, const char *endpoint, char *why, size_t whylen);
+
+#endif

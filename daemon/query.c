@@ -1,0 +1,374 @@
+/**
+ * \file query.c
+ * The query path.  Order matters: nothing is forwarded before the access
+ * check and the policy have spoken, and a denied name never reaches the
+ * cache or an upstream.
+ */
+#include "autoconf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "listener.h"
+#include "log.h"
+#include "query.h"
+#include "server.h"
+#include "upstream.h"
+
+#define EDE_STALE 3
+#define EDE_NO_REACHABLE 22
+
+static const char *type_name(uint16_t type, char *buf)
+{
+	const ldns_rr_descriptor *d = ldns_rr_descript(type);
+
+	if (d && d->_name)
+		return d->_name;
+	sprintf(buf, "TYPE%u", type);
+	return buf;
+}
+
+static void log_decision(const struct server *s, const struct reply_to *rt,
+			 const struct wire_query *q, const struct policy_decision *d,
+			 const char *rule, const char *via)
+{
+	char peer[64], name[WIRE_NAME_STRLEN], tbuf[16];
+
+	if (s->cfg->log_queries == QLOG_NONE ||
+	    (s->cfg->log_queries == QLOG_DENIED && d->verdict != VERDICT_DENY))
+		return;
+	config_addr_str((const struct sockaddr *)&rt->peer, peer, sizeof(peer));
+	wire_name_str(q->qname, name);
+	log_query("query client=%s proto=%s name=%s type=%s verdict=%s rule=\"%s\"%s%s",
+		  peer, rt->tcp ? "tcp" : "udp", name, type_name(q->qtype, tbuf),
+		  policy_verdict_name(d->verdict), rule, via ? " via=" : "", via ? via : "");
+}
+
+/**
+ * Add our OPT (when the client sent EDNS) and send, truncating to the
+ * header and question with TC when the client cannot take the whole.
+ */
+static void finish(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+		   size_t len, uint8_t ext_rcode, uint16_t ede_code, const char *ede_text)
+{
+	uint8_t *out = s->out;
+	size_t max = listener_max_reply(rt, q);
+	size_t opt = q->edns ? 11 + (ede_text ? 6 + strlen(ede_text) : 0) : 0;
+
+	if (len + opt > max && q->has_question) {
+		len = WIRE_HDR + q->qname_len + 4u;
+		wire_put16(out + 2, wire_get16(out + 2) | WIRE_TC);
+		memset(out + 6, 0, 6);
+		ede_text = NULL;
+		s->stats.truncated++;
+	}
+	if (q->edns) {
+		size_t n = wire_opt_append(out, len, sizeof(s->out) - 2, ext_rcode, q->edns_do,
+					   ede_code, ede_text);
+		if (n)
+			len = n;
+	}
+	listener_reply(rt, out, len);
+}
+
+static void reply_error(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			uint16_t rcode)
+{
+	size_t len = wire_reply_begin(s->out, q, rcode & 0xf);
+
+	finish(s, rt, q, len, (uint8_t)(rcode >> 4), 0, NULL);
+}
+
+static bool access_allowed(const struct config *cfg, const struct sockaddr_storage *peer)
+{
+	for (size_t i = 0; i < cfg->n_access; i++)
+		if (config_net_contains(&cfg->access[i], (const struct sockaddr *)peer))
+			return true;
+	return false;
+}
+
+/** Append an SOA for the query's name, so that clients cache the negative answer. */
+static size_t put_soa(uint8_t *out, size_t len, uint32_t ttl)
+{
+	static const uint8_t rdata_names[] = {
+		6, 'a', 'c', 'r', 'd', 'n', 's', 7, 'i', 'n', 'v', 'a', 'l', 'i', 'd', 0,
+		10, 'h', 'o', 's', 't', 'm', 'a', 's', 't', 'e', 'r', 0xc0, 0, /* -> mname */
+	};
+	uint8_t *p = out + len;
+	size_t mname = len + 12;
+
+	wire_put16(p, 0xc000 | WIRE_HDR); /* owner: the question's name */
+	wire_put16(p + 2, LDNS_RR_TYPE_SOA);
+	wire_put16(p + 4, LDNS_RR_CLASS_IN);
+	wire_put32(p + 6, ttl);
+	wire_put16(p + 10, (uint16_t)(sizeof(rdata_names) + 20));
+	memcpy(p + 12, rdata_names, sizeof(rdata_names));
+	wire_put16(p + 12 + sizeof(rdata_names) - 2, (uint16_t)(0xc000 | mname));
+	p += 12 + sizeof(rdata_names);
+	wire_put32(p, 1);          /* serial */
+	wire_put32(p + 4, 3600);   /* refresh */
+	wire_put32(p + 8, 600);    /* retry */
+	wire_put32(p + 12, 86400); /* expire */
+	wire_put32(p + 16, ttl);   /* minimum: the negative TTL (RFC 2308) */
+	wire_count_inc(out, 8);
+	return len + 12 + sizeof(rdata_names) + 20;
+}
+
+static void answer_deny(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			const struct policy_decision *d, const char *rule)
+{
+	static const uint16_t rcodes[] = { LDNS_RCODE_NXDOMAIN, LDNS_RCODE_NOERROR,
+					   LDNS_RCODE_REFUSED };
+	char ede[200];
+	enum cfg_deny_response how = s->cfg->deny_response;
+	size_t len = wire_reply_begin(s->out, q, rcodes[how]);
+	(void)d;
+
+	if (how != DENY_REFUSED) {
+		wire_put16(s->out + 2, wire_get16(s->out + 2) | WIRE_AA);
+		len = put_soa(s->out, len, s->cfg->deny_ttl);
+	}
+	snprintf(ede, sizeof(ede), "blocked by acrdns: %s", rule);
+	finish(s, rt, q, len, 0, EDE_BLOCKED, ede);
+}
+
+static void answer_local(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			 const struct cfg_local *l)
+{
+	uint8_t *out = s->out;
+	size_t len = wire_reply_begin(out, q, LDNS_RCODE_NOERROR);
+	bool a = q->qtype == LDNS_RR_TYPE_A || q->qtype == LDNS_RR_TYPE_ANY;
+	bool aaaa = q->qtype == LDNS_RR_TYPE_AAAA || q->qtype == LDNS_RR_TYPE_ANY;
+	size_t n = 0;
+
+	wire_put16(out + 2, wire_get16(out + 2) | WIRE_AA);
+	/* 28 bytes an AAAA record: 2048 of them stay far below 64 KiB. */
+	for (size_t i = 0; a && i < l->n4 && i < 1024; i++, n++) {
+		uint8_t *p = out + len;
+		wire_put16(p, 0xc000 | WIRE_HDR);
+		wire_put16(p + 2, LDNS_RR_TYPE_A);
+		wire_put16(p + 4, LDNS_RR_CLASS_IN);
+		wire_put32(p + 6, l->ttl);
+		wire_put16(p + 10, 4);
+		memcpy(p + 12, l->v4[i], 4);
+		len += 16;
+	}
+	for (size_t i = 0; aaaa && i < l->n6 && i < 1024; i++, n++) {
+		uint8_t *p = out + len;
+		wire_put16(p, 0xc000 | WIRE_HDR);
+		wire_put16(p + 2, LDNS_RR_TYPE_AAAA);
+		wire_put16(p + 4, LDNS_RR_CLASS_IN);
+		wire_put32(p + 6, l->ttl);
+		wire_put16(p + 10, 16);
+		memcpy(p + 12, l->v6[i], 16);
+		len += 28;
+	}
+	wire_put16(out + 6, (uint16_t)n);
+	if (n == 0)
+		len = put_soa(out, len, l->ttl); /* NODATA for other types */
+	finish(s, rt, q, len, 0, 0, NULL);
+}
+
+static void answer_cached(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			  const struct cache_msg *m, uint32_t age, bool stale)
+{
+	size_t len = cache_render(m, age, stale, q, s->out);
+
+	if (stale)
+		finish(s, rt, q, len, 0, EDE_STALE, "");
+	else
+		finish(s, rt, q, len, 0, 0, NULL);
+}
+
+void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
+{
+	struct wire_query q;
+	struct policy_decision d;
+	char rule[400];
+	enum wire_query_status st = wire_query_parse(msg, len, &q);
+
+	if (st == WIRE_Q_DROP) {
+		s->stats.dropped++;
+		return;
+	}
+	if (!access_allowed(s->cfg, &rt->peer)) {
+		s->stats.refused_access++;
+		reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
+		return;
+	}
+	switch (st) {
+	case WIRE_Q_FORMERR:
+		s->stats.formerr++;
+		/* Echo no OPT we could not read whole. */
+		q.edns = false;
+		reply_error(s, rt, &q, LDNS_RCODE_FORMERR);
+		return;
+	case WIRE_Q_NOTIMP:
+		s->stats.notimp++;
+		reply_error(s, rt, &q, LDNS_RCODE_NOTIMPL);
+		return;
+	case WIRE_Q_BADVERS:
+		s->stats.badvers++;
+		reply_error(s, rt, &q, 16 /* BADVERS, RFC 6891 */);
+		return;
+	default:
+		break;
+	}
+	switch (q.qtype) {
+	case LDNS_RR_TYPE_OPT:
+	case LDNS_RR_TYPE_TSIG:
+	case LDNS_RR_TYPE_TKEY:
+		s->stats.formerr++;
+		reply_error(s, rt, &q, LDNS_RCODE_FORMERR);
+		return;
+	case LDNS_RR_TYPE_AXFR:
+	case LDNS_RR_TYPE_IXFR:
+	case LDNS_RR_TYPE_MAILA:
+	case LDNS_RR_TYPE_MAILB:
+		s->stats.notimp++;
+		reply_error(s, rt, &q, LDNS_RCODE_NOTIMPL);
+		return;
+	default:
+		break;
+	}
+	if (q.qclass != LDNS_RR_CLASS_IN) {
+		/* CHAOS and the rest are not the registry's business. */
+		s->stats.refused_class++;
+		reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
+		return;
+	}
+
+	policy_decide(s->policy, q.qname, q.qname_len, &d);
+	if (s->cfg->log_queries == QLOG_ALL ||
+	    (s->cfg->log_queries == QLOG_DENIED && d.verdict == VERDICT_DENY)) {
+		policy_describe(s->policy, &d, rule, sizeof(rule));
+		log_decision(s, rt, &q, &d, rule, NULL);
+	}
+	switch (d.verdict) {
+	case VERDICT_LOCAL:
+		s->stats.local++;
+		answer_local(s, rt, &q, &s->policy->local[d.local]);
+		return;
+	case VERDICT_DENY:
+		s->stats.denied++;
+		if (s->cfg->log_queries != QLOG_DENIED && s->cfg->log_queries != QLOG_ALL)
+			policy_describe(s->policy, &d, rule, sizeof(rule));
+		answer_deny(s, rt, &q, &d, rule);
+		return;
+	case VERDICT_ALLOW:
+		s->stats.allowed++;
+		break;
+	case VERDICT_PASS:
+		s->stats.passed++;
+		break;
+	}
+
+	struct cache_key key = { q.qname, q.qname_len, q.qtype, q.qclass,
+				 (uint8_t)((q.edns_do ? CACHE_KEY_DO : 0) |
+					   ((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0)) };
+	struct cache_msg m;
+	uint32_t age, gen;
+	bool has_cname;
+	enum cache_status cs = cache_lookup(s->cache, &key, server_now_ms(), &m, &age, &gen,
+					    &has_cname);
+	/* A chain checked under another policy is checked again: fetch anew. */
+	if (cs == CACHE_FRESH && !(d.verdict == VERDICT_PASS && has_cname && gen != s->policy_gen)) {
+		s->stats.cache_hits++;
+		answer_cached(s, rt, &q, &m, age, false);
+		return;
+	}
+	s->stats.cache_misses++;
+
+	struct query_client *c = malloc(sizeof(*c));
+	if (!c) {
+		s->stats.servfail++;
+		reply_error(s, rt, &q, LDNS_RCODE_SERVFAIL);
+		return;
+	}
+	c->next = NULL;
+	c->rt = *rt;
+	c->q = q;
+	c->verdict = d.verdict;
+	listener_hold(&c->rt);
+	upstream_resolve(s->up, &key, c);
+}
+
+static void client_done(struct query_client *c)
+{
+	listener_release(&c->rt);
+	free(c);
+}
+
+void query_answer(struct server *s, struct query_client *c, const struct cache_msg *m,
+		  uint32_t age, bool stale)
+{
+	if (stale)
+		s->stats.stale_served++;
+	answer_cached(s, &c->rt, &c->q, m, age, stale);
+	client_done(c);
+}
+
+void query_fail(struct server *s, struct query_client *c)
+{
+	size_t len = wire_reply_begin(s->out, &c->q, LDNS_RCODE_SERVFAIL);
+
+	s->stats.servfail++;
+	finish(s, &c->rt, &c->q, len, 0, EDE_NO_REACHABLE, "no upstream answered");
+	client_done(c);
+}
+
+void query_deny_chain(struct server *s, struct query_client *c, const struct policy_decision *d,
+		      const uint8_t *target)
+{
+	char rule[400], via[WIRE_NAME_STRLEN];
+
+	policy_describe(s->policy, d, rule, sizeof(rule));
+	wire_name_str(target, via);
+	s->stats.cname_denied++;
+	if (s->cfg->log_queries != QLOG_NONE)
+		log_decision(s, &c->rt, &c->q, d, rule, via);
+	answer_deny(s, &c->rt, &c->q, d, rule);
+	client_done(c);
+}
+
+bool query_chain_denied(const struct server *s, const struct cache_answer *a,
+			struct policy_decision *d, uint8_t *target)
+{
+	size_t pos = WIRE_HDR;
+	unsigned an = wire_get16(a->msg + 6);
+	struct wire_rr rr;
+
+	if (!a->has_cname)
+		return false;
+	if (wire_name_read(a->msg, a->len, &pos, NULL) < 0)
+		return false;
+	pos += 4;
+	for (unsigned i = 0; i < an; i++) {
+		if (wire_rr_next(a->msg, a->len, &pos, &rr) < 0)
+			return false;
+		if (rr.type != LDNS_RR_TYPE_CNAME && rr.type != LDNS_RR_TYPE_DNAME)
+			continue;
+		size_t p = rr.rdata;
+		int n;
+		if (rr.type == LDNS_RR_TYPE_DNAME) {
+			/* A DNAME moves a whole subtree: check a name below the
+			 * target, which wildcard rules on the target cover.  A
+			 * label "*" never stands in the rule table as an exact name. */
+			target[0] = 1;
+			target[1] = '*';
+			n = wire_name_read(a->msg, a->len, &p, target + 2);
+			if (n < 0 || n + 2 > WIRE_NAME_MAX)
+				continue;
+			n += 2;
+		} else {
+			n = wire_name_read(a->msg, a->len, &p, target);
+			if (n < 0)
+				continue;
+		}
+		policy_decide(s->policy, target, (size_t)n, d);
+		if (d->verdict == VERDICT_DENY)
+			return true;
+	}
+	return false;
+}

@@ -1,0 +1,45 @@
+/**
+ * \file server.h
+ * The running daemon's state, shared by the listener, query and upstream
+ * modules.  One per process; everything runs on its one event loop.
+ */
+#ifndef ACRDNS_SERVER_H
+#define ACRDNS_SERVER_H
+
+#include <ev.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "cache.h"
+#include "config.h"
+#include "policy.h"
+#include "stats.h"
+
+struct listener;
+struct upstreams;
+
+struct server {
+	struct ev_loop *loop;
+	struct config *cfg;
+	struct policy *policy;
+	uint32_t policy_gen;          /**< bumped at every policy swap */
+	struct cache *cache;
+	struct cache_ttl ttl;
+	struct upstreams *up;
+	struct listener *listeners;
+	unsigned tcp_conns;
+	struct stats stats;
+	struct cache_answer answer;   /**< scratch: one upstream reply at a time */
+	uint8_t out[65536 + 2];       /**< scratch: one reply being written */
+};
+
+/** Monotonic milliseconds: TTLs must not jump with the wall clock. */
+static inline uint64_t server_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#endif

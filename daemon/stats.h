@@ -1,0 +1,29 @@
+/**
+ * \file stats.h
+ * Counters the daemon keeps about itself.  Plain integers bumped on the
+ * query path; written to the log on SIGUSR1 and at shutdown.
+ */
+#ifndef ACRDNS_STATS_H
+#define ACRDNS_STATS_H
+
+#include <stdint.h>
+
+struct stats {
+	uint64_t queries_udp, queries_tcp;
+	uint64_t dropped;             /**< no header, or a response sent to us */
+	uint64_t formerr, notimp, badvers, refused_access, refused_class;
+	uint64_t allowed, passed, denied, local;
+	uint64_t cname_denied;
+	uint64_t cache_hits, cache_misses, stale_served, servfail;
+	uint64_t truncated;
+	uint64_t merged;              /**< joined an identical question in flight */
+	uint64_t upstream_sent, upstream_tcp, upstream_timeouts, upstream_errors;
+	uint64_t upstream_bogus;      /**< replies dropped: wrong ID, question or garbage */
+	uint64_t tcp_refused;         /**< connections closed at the cap */
+	uint64_t send_errors;
+};
+
+/** Write every counter to the log at notice level. */
+void stats_log(const struct stats *s);
+
+#endif

@@ -1,0 +1,908 @@
+/**
+ * \file upstream.c
+ * In-flight questions and their attempts.  An attempt is one UDP or TCP
+ * exchange with one server; a question keeps its earlier attempts open
+ * after a retry, so a slow first server still counts if it answers first.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "log.h"
+#include "query.h"
+#include "server.h"
+#include "upstream.h"
+
+#define MAX_ATTEMPTS 8
+#define RTO_UNKNOWN 0.4   /* seconds, for a server with no RTT sample yet */
+#define RTO_MIN 0.05
+#define RTO_MAX 1.5
+#define RTT_FORGET 30.0   /* a penalised server is given another chance after this */
+
+struct upstream_server {
+	struct cfg_addr addr;
+	double srtt, rttvar;   /**< seconds */
+	bool measured;
+	ev_tstamp changed;
+};
+
+struct attempt {
+	struct inflight *f;
+	int fd;                /**< -1 once finished */
+	ev_io io;
+	bool tcp;
+	bool tcp_connected;
+	struct cfg_addr addr;
+	uint16_t id;
+	ev_tstamp sent;
+	uint8_t query[WIRE_HDR + WIRE_NAME_MAX + 4 + 11 + 2];
+	uint16_t qlen;         /**< with the TCP length prefix when tcp */
+	uint16_t qsent;
+	uint8_t *tbuf;         /**< TCP reply being read */
+	size_t tlen;
+};
+
+struct inflight {
+	struct inflight *hnext;
+	uint64_t hash;
+	struct upstreams *u;
+	uint8_t name[WIRE_NAME_MAX + 1];
+	uint16_t name_len, qtype, qclass;
+	uint8_t flags;
+	struct query_client *clients;
+	struct attempt att[MAX_ATTEMPTS];
+	int n_att;
+	bool stale_served;
+	ev_timer retry, patience, deadline;
+};
+
+struct upstreams {
+	struct server *srv;
+	struct upstream_server *servers;
+	size_t n;
+	struct cfg_upstream *specs;      /**< copies, for re-reading files */
+	size_t n_specs;
+	struct cfg_addr *self;           /**< what we listen on */
+	size_t n_self;
+	ev_stat *watch;
+	size_t n_watch;
+	struct inflight **table;
+	size_t mask;
+	size_t count;
+};
+
+/* ---- server list ---- */
+
+/** Would sending to addr reach one of our own listeners? */
+static bool is_self(const struct upstreams *u, const struct cfg_addr *addr)
+{
+	for (size_t i = 0; i < u->n_self; i++) {
+		const struct cfg_addr *l = &u->self[i];
+		if (config_addr_equal(l, addr))
+			return true;
+		if (l->ss.ss_family != addr->ss.ss_family)
+			continue;
+		if (l->ss.ss_family == AF_INET) {
+			const struct sockaddr_in *x = (const void *)&l->ss, *y = (const void *)&addr->ss;
+			if (x->sin_port == y->sin_port && x->sin_addr.s_addr == htonl(INADDR_ANY) &&
+			    (ntohl(y->sin_addr.s_addr) >> 24) == 127)
+				return true;
+		} else {
+			const struct sockaddr_in6 *x = (const void *)&l->ss, *y = (const void *)&addr->ss;
+			if (x->sin6_port == y->sin6_port && IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) &&
+			    IN6_IS_ADDR_LOOPBACK(&y->sin6_addr))
+				return true;
+		}
+	}
+	return false;
+}
+
+int upstream_read_resolv(const char *path, struct cfg_addr **out)
+{
+	FILE *f = fopen(path, "re");
+	char line[512];
+	int n = 0;
+
+	*out = NULL;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *save = NULL, *kw = strtok_r(line, " \t\r\n", &save);
+		char *addr = kw ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+		struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+					  .ai_socktype = SOCK_DGRAM }, *ai;
+		if (!kw || strcmp(kw, "nameserver") != 0 || !addr)
+			continue;
+		if (getaddrinfo(addr, "53", &hints, &ai) != 0)
+			continue;
+		struct cfg_addr *a = realloc(*out, (size_t)(n + 1) * sizeof(*a));
+		if (a) {
+			*out = a;
+			memset(&a[n], 0, sizeof(a[n]));
+			memcpy(&a[n].ss, ai->ai_addr, ai->ai_addrlen);
+			a[n].len = ai->ai_addrlen;
+			n++;
+		}
+		freeaddrinfo(ai);
+	}
+	fclose(f);
+	return n;
+}
+
+/** Rebuild the server list from the specs, keeping RTT state of servers that stay. */
+static void rebuild(struct upstreams *u)
+{
+	struct upstream_server *list = NULL;
+	size_t n = 0;
+	char name[64];
+
+	for (size_t i = 0; i < u->n_specs; i++) {
+		struct cfg_addr *addrs = NULL;
+		int na;
+		if (u->specs[i].file) {
+			na = upstream_read_resolv(u->specs[i].file, &addrs);
+			if (na < 0)
+				log_warn("upstreams: cannot read %s: %s", u->specs[i].file, strerror(errno));
+		} else {
+			addrs = malloc(sizeof(*addrs));
+			na = addrs ? 1 : 0;
+			if (addrs)
+				addrs[0] = u->specs[i].addr;
+		}
+		for (int j = 0; j < na; j++) {
+			bool dup = false;
+			config_addr_str((const struct sockaddr *)&addrs[j].ss, name, sizeof(name));
+			if (is_self(u, &addrs[j])) {
+				log_warn("upstream %s is this daemon's own listener; skipped", name);
+				continue;
+			}
+			for (size_t k = 0; k < n; k++)
+				dup |= config_addr_equal(&list[k].addr, &addrs[j]);
+			if (dup)
+				continue;
+			struct upstream_server *l2 = realloc(list, (n + 1) * sizeof(*l2));
+			if (!l2)
+				break;
+			list = l2;
+			memset(&list[n], 0, sizeof(list[n]));
+			list[n].addr = addrs[j];
+			for (size_t k = 0; k < u->n; k++)
+				if (config_addr_equal(&u->servers[k].addr, &addrs[j]))
+					list[n] = u->servers[k];
+			n++;
+		}
+		free(addrs);
+	}
+	free(u->servers);
+	u->servers = list;
+	u->n = n;
+	if (n == 0)
+		log_warn("no usable upstream server: every forwarded query gets SERVFAIL");
+	for (size_t i = 0; i < n; i++) {
+		config_addr_str((const struct sockaddr *)&list[i].addr.ss, name, sizeof(name));
+		log_debug("upstream %s", name);
+	}
+}
+
+static void watch_cb(struct ev_loop *loop, ev_stat *w, int revents)
+{
+	struct upstreams *u = w->data;
+	(void)loop;
+	(void)revents;
+
+	log_notice("%s changed; re-reading upstream servers", w->path);
+	rebuild(u);
+}
+
+static void stop_watches(struct upstreams *u)
+{
+	for (size_t i = 0; i < u->n_watch; i++)
+		ev_stat_stop(u->srv->loop, &u->watch[i]);
+	free(u->watch);
+	u->watch = NULL;
+	u->n_watch = 0;
+	for (size_t i = 0; i < u->n_specs; i++)
+		free(u->specs[i].file);
+	free(u->specs);
+	u->specs = NULL;
+	u->n_specs = 0;
+}
+
+int upstream_configure(struct upstreams *u, const struct config *cfg, char *err, size_t errlen)
+{
+	struct cfg_upstream *specs = calloc(cfg->n_upstreams, sizeof(*specs));
+	struct cfg_addr *self = calloc(cfg->n_listen ? cfg->n_listen : 1, sizeof(*self));
+	ev_stat *watch = calloc(cfg->n_upstreams, sizeof(*watch));
+
+	if (!specs || !self || !watch) {
+		free(specs);
+		free(self);
+		free(watch);
+		snprintf(err, errlen, "upstreams: out of memory");
+		return -1;
+	}
+	stop_watches(u);
+	u->specs = specs;
+	u->n_specs = cfg->n_upstreams;
+	u->watch = watch;
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		specs[i] = cfg->upstreams[i];
+		if (specs[i].file) {
+			specs[i].file = strdup(specs[i].file);
+			if (!specs[i].file)
+				continue;
+			ev_stat_init(&watch[u->n_watch], watch_cb, specs[i].file, 2.0);
+			watch[u->n_watch].data = u;
+			ev_stat_start(u->srv->loop, &watch[u->n_watch]);
+			u->n_watch++;
+		}
+	}
+	free(u->self);
+	memcpy(self, cfg->listen, cfg->n_listen * sizeof(*self));
+	u->self = self;
+	u->n_self = cfg->n_listen;
+	rebuild(u);
+	return 0;
+}
+
+size_t upstream_count(const struct upstreams *u)
+{
+	return u->n;
+}
+
+size_t upstream_inflight(const struct upstreams *u)
+{
+	return u->count;
+}
+
+struct upstreams *upstream_new(struct server *srv)
+{
+	struct upstreams *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return NULL;
+	u->srv = srv;
+	u->mask = 1023;
+	u->table = calloc(u->mask + 1, sizeof(*u->table));
+	if (!u->table) {
+		free(u);
+		return NULL;
+	}
+	return u;
+}
+
+static struct upstream_server *server_of(struct upstreams *u, const struct cfg_addr *a)
+{
+	for (size_t i = 0; i < u->n; i++)
+		if (config_addr_equal(&u->servers[i].addr, a))
+			return &u->servers[i];
+	return NULL; /* removed by a reload since the attempt was sent */
+}
+
+static double server_rto(const struct upstream_server *s)
+{
+	if (!s || !s->measured)
+		return RTO_UNKNOWN;
+	double rto = s->srtt + 4 * s->rttvar;
+	return rto < RTO_MIN ? RTO_MIN : rto > RTO_MAX ? RTO_MAX : rto;
+}
+
+/** RFC 6298 smoothing. */
+static void server_sample(struct upstream_server *s, double rtt, ev_tstamp now)
+{
+	if (!s)
+		return;
+	if (!s->measured) {
+		s->srtt = rtt;
+		s->rttvar = rtt / 2;
+		s->measured = true;
+	} else {
+		double d = s->srtt > rtt ? s->srtt - rtt : rtt - s->srtt;
+		s->rttvar = 0.75 * s->rttvar + 0.25 * d;
+		s->srtt = 0.875 * s->srtt + 0.125 * rtt;
+	}
+	s->changed = now;
+}
+
+static void server_penalise(struct upstream_server *s, ev_tstamp now)
+{
+	if (!s)
+		return;
+	s->srtt = s->measured ? s->srtt * 2 + 0.1 : RTO_UNKNOWN * 2;
+	if (s->srtt > 5.0)
+		s->srtt = 5.0;
+	s->measured = true;
+	s->changed = now;
+}
+
+/* ---- in-flight table ---- */
+
+static uint64_t key_hash(const struct cache_key *k)
+{
+	uint8_t buf[WIRE_NAME_MAX + 8];
+
+	memcpy(buf, k->name, k->name_len);
+	wire_put16(buf + k->name_len, k->qtype);
+	wire_put16(buf + k->name_len + 2, k->qclass);
+	buf[k->name_len + 4] = k->flags;
+	return hash_bytes(buf, (size_t)k->name_len + 5);
+}
+
+static struct inflight **slot_of(struct upstreams *u, const struct cache_key *k, uint64_t h)
+{
+	struct inflight **pp = &u->table[h & u->mask];
+
+	for (; *pp; pp = &(*pp)->hnext) {
+		struct inflight *f = *pp;
+		if (f->hash == h && f->qtype == k->qtype && f->qclass == k->qclass &&
+		    f->flags == k->flags && f->name_len == k->name_len &&
+		    memcmp(f->name, k->name, k->name_len) == 0)
+			break;
+	}
+	return pp;
+}
+
+static void table_remove(struct upstreams *u, struct inflight *f)
+{
+	struct inflight **pp = &u->table[f->hash & u->mask];
+
+	while (*pp && *pp != f)
+		pp = &(*pp)->hnext;
+	if (*pp) {
+		*pp = f->hnext;
+		u->count--;
+	}
+	f->hnext = NULL;
+}
+
+static void attempt_close(struct attempt *a)
+{
+	if (a->fd < 0)
+		return;
+	ev_io_stop(a->f->u->srv->loop, &a->io);
+	close(a->fd);
+	a->fd = -1;
+	free(a->tbuf);
+	a->tbuf = NULL;
+}
+
+static void inflight_free(struct inflight *f)
+{
+	struct ev_loop *loop = f->u->srv->loop;
+
+	table_remove(f->u, f);
+	for (int i = 0; i < f->n_att; i++)
+		attempt_close(&f->att[i]);
+	ev_timer_stop(loop, &f->retry);
+	ev_timer_stop(loop, &f->patience);
+	ev_timer_stop(loop, &f->deadline);
+	free(f);
+}
+
+static struct query_client *take_clients(struct inflight *f)
+{
+	struct query_client *c = f->clients;
+
+	f->clients = NULL;
+	return c;
+}
+
+/** Answer clients with a stale entry where one is held, else SERVFAIL when fail is set. */
+static void answer_stale(struct inflight *f, bool fail)
+{
+	struct server *s = f->u->srv;
+	struct query_client *c = take_clients(f), *next, *keep = NULL;
+	struct cache_key key = { f->name, f->name_len, f->qtype, f->qclass, f->flags };
+
+	for (; c; c = next) {
+		struct cache_msg m;
+		uint32_t age, gen;
+		bool has_cname;
+		next = c->next;
+		enum cache_status st = cache_lookup(s->cache, &key, server_now_ms(), &m, &age, &gen,
+						    &has_cname);
+		if (st != CACHE_MISS && !(c->verdict == VERDICT_PASS && has_cname && gen != s->policy_gen)) {
+			query_answer(s, c, &m, age, st == CACHE_STALE);
+		} else if (fail) {
+			query_fail(s, c);
+		} else {
+			c->next = keep;
+			keep = c;
+		}
+	}
+	f->clients = keep;
+}
+
+/** Every hope is gone: stale answers or SERVFAIL, and the question ends. */
+static void inflight_fail(struct inflight *f)
+{
+	table_remove(f->u, f);
+	answer_stale(f, true);
+	inflight_free(f);
+}
+
+/** A good reply, prepared in srv->answer: cache it and answer every client. */
+static void inflight_complete(struct inflight *f)
+{
+	struct server *s = f->u->srv;
+	struct cache_answer *a = &s->answer;
+	struct cache_key key = { f->name, f->name_len, f->qtype, f->qclass, f->flags };
+	struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
+	struct policy_decision d;
+	uint8_t target[WIRE_NAME_MAX + 3];
+	bool denied = query_chain_denied(s, a, &d, target);
+
+	table_remove(f->u, f);
+	/* A chain into a denied name is not kept: the next client is checked again. */
+	if (!denied)
+		cache_insert(s->cache, &key, a, server_now_ms(), s->ttl.stale_ttl, s->policy_gen);
+	struct query_client *c = take_clients(f), *next;
+	for (; c; c = next) {
+		next = c->next;
+		if (denied && c->verdict == VERDICT_PASS)
+			query_deny_chain(s, c, &d, target);
+		else
+			query_answer(s, c, &m, 0, false);
+	}
+	inflight_free(f);
+}
+
+/* ---- attempts ---- */
+
+static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_addr);
+
+static size_t build_query(const struct inflight *f, uint16_t id, uint8_t *out)
+{
+	uint16_t flags = WIRE_RD | ((f->flags & CACHE_KEY_CD) ? WIRE_CD : 0);
+	size_t len;
+
+	wire_put16(out, id);
+	wire_put16(out + 2, flags);
+	wire_put16(out + 4, 1);
+	memset(out + 6, 0, 6);
+	memcpy(out + WIRE_HDR, f->name, f->name_len);
+	len = WIRE_HDR + f->name_len;
+	wire_put16(out + len, f->qtype);
+	wire_put16(out + len + 2, f->qclass);
+	len += 4;
+	return wire_opt_append(out, len, len + 11, 0, (f->flags & CACHE_KEY_DO) != 0, 0, NULL);
+}
+
+static int bind_random_port(int fd, int family)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_family = (sa_family_t)family;
+	len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	/* RFC 5452: the port is half of what a spoofer must guess. */
+	for (int i = 0; i < 8; i++) {
+		uint16_t port = (uint16_t)(1024 + arc4random_uniform(65536 - 1024));
+		if (family == AF_INET)
+			((struct sockaddr_in *)&ss)->sin_port = htons(port);
+		else
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+		if (bind(fd, (struct sockaddr *)&ss, len) == 0)
+			return 0;
+	}
+	return 0; /* connect() binds an ephemeral port, also random on Linux */
+}
+
+/** Start one attempt to addr. @return false when no socket could be had. */
+static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool tcp)
+{
+	struct server *s = f->u->srv;
+	struct attempt *a = &f->att[f->n_att];
+	int fd;
+
+	memset(a, 0, sizeof(*a));
+	a->f = f;
+	a->fd = -1;
+	a->tcp = tcp;
+	a->addr = *addr;
+	a->id = (uint16_t)arc4random_uniform(65536);
+	fd = socket(addr->ss.ss_family, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_warn("upstream socket: %s", strerror(errno));
+		return false;
+	}
+	if (!tcp)
+		bind_random_port(fd, addr->ss.ss_family);
+	if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
+		close(fd);
+		s->stats.upstream_errors++;
+		return true; /* counted as a failed attempt, not fatal */
+	}
+	a->fd = fd;
+	a->sent = ev_now(s->loop);
+	f->n_att++;
+	if (tcp) {
+		size_t n = build_query(f, a->id, a->query + 2);
+		wire_put16(a->query, (uint16_t)n);
+		a->qlen = (uint16_t)(n + 2);
+		ev_io_init(&a->io, attempt_io_cb, fd, EV_WRITE);
+		s->stats.upstream_tcp++;
+	} else {
+		a->qlen = (uint16_t)build_query(f, a->id, a->query);
+		if (send(fd, a->query, a->qlen, 0) < 0)
+			s->stats.upstream_errors++;
+		ev_io_init(&a->io, attempt_io_cb, fd, EV_READ);
+	}
+	a->io.data = a;
+	ev_io_start(s->loop, &a->io);
+	s->stats.upstream_sent++;
+	return true;
+}
+
+/** Choose the server for the next attempt: fewest tries in this question, then best RTT. */
+static const struct cfg_addr *pick_server(struct inflight *f, ev_tstamp now)
+{
+	struct upstreams *u = f->u;
+	const struct upstream_server *best = NULL;
+	double best_score = 0;
+
+	for (size_t i = 0; i < u->n; i++) {
+		const struct upstream_server *sv = &u->servers[i];
+		int tries = 0;
+		for (int j = 0; j < f->n_att; j++)
+			tries += config_addr_equal(&f->att[j].addr, &sv->addr);
+		double rtt = !sv->measured ? RTO_UNKNOWN
+			     : (now - sv->changed > RTT_FORGET && sv->srtt > RTO_UNKNOWN) ? RTO_UNKNOWN
+			     : sv->srtt;
+		double score = tries * 100.0 + rtt;
+		if (!best || score < best_score) {
+			best = sv;
+			best_score = score;
+		}
+	}
+	return best ? &best->addr : NULL;
+}
+
+/** Any attempt still open? */
+static bool attempts_open(const struct inflight *f)
+{
+	for (int i = 0; i < f->n_att; i++)
+		if (f->att[i].fd >= 0)
+			return true;
+	return false;
+}
+
+/**
+ * Send the next attempt (to tcp_addr over TCP when set) and arm the retry
+ * timer.  @return false when nothing more can be tried.
+ */
+static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_addr)
+{
+	struct server *s = f->u->srv;
+	ev_tstamp now = ev_now(s->loop);
+
+	while (f->n_att < MAX_ATTEMPTS) {
+		const struct cfg_addr *addr = tcp ? tcp_addr : pick_server(f, now);
+		if (!addr)
+			return false;
+		int before = f->n_att;
+		if (!attempt_start(f, addr, tcp))
+			return attempts_open(f);
+		if (f->n_att == before) {
+			/* connect failed at once; count it as a try of that server */
+			f->att[f->n_att].fd = -1;
+			f->att[f->n_att].addr = *addr;
+			f->n_att++;
+			tcp = false;
+			continue;
+		}
+		int tries = 0;
+		for (int j = 0; j < f->n_att; j++)
+			tries += config_addr_equal(&f->att[j].addr, addr);
+		double rto = server_rto(server_of(f->u, addr)) * (1 << (tries - 1));
+		if (tcp)
+			rto = RTO_MAX;
+		f->retry.repeat = rto > RTO_MAX ? RTO_MAX : rto;
+		ev_timer_again(s->loop, &f->retry);
+		return true;
+	}
+	return attempts_open(f);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct inflight *f = w->data;
+	(void)revents;
+
+	ev_timer_stop(loop, w);
+	if (f->n_att > 0) {
+		struct attempt *last = &f->att[f->n_att - 1];
+		f->u->srv->stats.upstream_timeouts++;
+		server_penalise(server_of(f->u, &last->addr), ev_now(loop));
+	}
+	/* With every try spent, the deadline decides. */
+	send_next(f, false, NULL);
+}
+
+static void patience_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct inflight *f = w->data;
+	(void)loop;
+	(void)revents;
+
+	/* RFC 8767: a stale answer now beats a fresh one too late; the
+	 * question goes on so that the cache is refreshed. */
+	answer_stale(f, false);
+	f->stale_served = true;
+}
+
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct inflight *f = w->data;
+	(void)loop;
+	(void)revents;
+
+	inflight_fail(f);
+}
+
+/** An attempt ended without a usable reply: try another, or give up. */
+static void attempt_failed(struct attempt *a)
+{
+	struct inflight *f = a->f;
+
+	attempt_close(a);
+	f->u->srv->stats.upstream_errors++;
+	if (!send_next(f, false, NULL) && !attempts_open(f))
+		inflight_fail(f);
+}
+
+/** The server answered SERVFAIL, REFUSED or the like: ask each other server once. */
+static void attempt_refused(struct attempt *a)
+{
+	struct inflight *f = a->f;
+	struct upstreams *u = f->u;
+	bool untried = false;
+
+	attempt_close(a);
+	u->srv->stats.upstream_errors++;
+	for (size_t i = 0; i < u->n && !untried; i++) {
+		bool asked = false;
+		for (int j = 0; j < f->n_att; j++)
+			asked |= config_addr_equal(&f->att[j].addr, &u->servers[i].addr);
+		untried = !asked;
+	}
+	if (untried && send_next(f, false, NULL))
+		return;
+	if (!attempts_open(f))
+		inflight_fail(f);
+}
+
+/**
+ * Check a reply against what this attempt asked.
+ * @return 1 accepted (prepared in srv->answer), 0 to ignore, -1 a server error
+ */
+static int check_reply(struct attempt *a, const uint8_t *msg, size_t len)
+{
+	struct inflight *f = a->f;
+	struct server *s = f->u->srv;
+	uint8_t name[WIRE_NAME_MAX + 1];
+	size_t pos = WIRE_HDR;
+	uint16_t flags;
+
+	if (len < WIRE_HDR || wire_get16(msg) != a->id)
+		return 0;
+	flags = wire_get16(msg + 2);
+	if (!(flags & WIRE_QR) || WIRE_OPCODE(flags) != LDNS_PACKET_QUERY || wire_get16(msg + 4) != 1)
+		return 0;
+	if (wire_name_read(msg, len, &pos, name) != f->name_len ||
+	    memcmp(name, f->name, f->name_len) != 0 || pos + 4 > len ||
+	    wire_get16(msg + pos) != f->qtype || wire_get16(msg + pos + 2) != f->qclass)
+		return 0;
+	switch (WIRE_RCODE(flags)) {
+	case LDNS_RCODE_NOERROR:
+	case LDNS_RCODE_NXDOMAIN:
+	case LDNS_RCODE_YXDOMAIN:
+		break;
+	default:
+		return -1; /* SERVFAIL, REFUSED, FORMERR, NOTIMP: ask another */
+	}
+	if ((flags & WIRE_TC) && !a->tcp)
+		return 1;
+	if (cache_prepare(msg, len, &s->ttl, &s->answer) < 0)
+		return 0;
+	return 1;
+}
+
+static void udp_reply(struct attempt *a)
+{
+	struct inflight *f = a->f;
+	struct server *s = f->u->srv;
+	uint8_t buf[65536];
+
+	for (;;) {
+		ssize_t n = recv(a->fd, buf, sizeof(buf), 0);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return;
+			/* ICMP unreachable: the server is not there. */
+			server_penalise(server_of(f->u, &a->addr), ev_now(s->loop));
+			attempt_failed(a);
+			return;
+		}
+		int rc = check_reply(a, buf, (size_t)n);
+		if (rc == 0) {
+			s->stats.upstream_bogus++;
+			continue;
+		}
+		server_sample(server_of(f->u, &a->addr), ev_now(s->loop) - a->sent, ev_now(s->loop));
+		if (rc < 0) {
+			attempt_refused(a);
+			return;
+		}
+		if (wire_get16(buf + 2) & WIRE_TC) {
+			struct cfg_addr addr = a->addr;
+			attempt_close(a);
+			if (!send_next(f, true, &addr) && !attempts_open(f))
+				inflight_fail(f);
+			return;
+		}
+		inflight_complete(f);
+		return;
+	}
+}
+
+static void tcp_io(struct attempt *a, int revents)
+{
+	struct inflight *f = a->f;
+	struct server *s = f->u->srv;
+
+	if (revents & EV_WRITE) {
+		if (!a->tcp_connected) {
+			int err = 0;
+			socklen_t el = sizeof(err);
+			getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+			if (err) {
+				attempt_failed(a);
+				return;
+			}
+			a->tcp_connected = true;
+		}
+		ssize_t n = send(a->fd, a->query + a->qsent, a->qlen - a->qsent, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				attempt_failed(a);
+			return;
+		}
+		a->qsent = (uint16_t)(a->qsent + n);
+		if (a->qsent == a->qlen) {
+			ev_io_stop(s->loop, &a->io);
+			ev_io_set(&a->io, a->fd, EV_READ);
+			ev_io_start(s->loop, &a->io);
+		}
+		return;
+	}
+	if (!a->tbuf && !(a->tbuf = malloc(65535 + 2))) {
+		attempt_failed(a);
+		return;
+	}
+	ssize_t n = read(a->fd, a->tbuf + a->tlen, 65537 - a->tlen);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			attempt_failed(a);
+		return;
+	}
+	if (n == 0) {
+		attempt_failed(a); /* closed before a whole answer */
+		return;
+	}
+	a->tlen += (size_t)n;
+	if (a->tlen < 2 || a->tlen < 2 + (size_t)wire_get16(a->tbuf))
+		return;
+	int rc = check_reply(a, a->tbuf + 2, wire_get16(a->tbuf));
+	if (rc == 0) {
+		s->stats.upstream_bogus++;
+		attempt_failed(a);
+		return;
+	}
+	server_sample(server_of(f->u, &a->addr), ev_now(s->loop) - a->sent, ev_now(s->loop));
+	if (rc < 0) {
+		attempt_refused(a);
+		return;
+	}
+	inflight_complete(f);
+}
+
+static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct attempt *a = w->data;
+	(void)loop;
+
+	if (a->tcp)
+		tcp_io(a, revents);
+	else
+		udp_reply(a);
+}
+
+void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct query_client *c)
+{
+	struct server *s = u->srv;
+	uint64_t h = key_hash(key);
+	struct inflight **pp = slot_of(u, key, h), *f = *pp;
+
+	if (f) {
+		s->stats.merged++;
+		c->next = f->clients;
+		f->clients = c;
+		if (f->stale_served)
+			answer_stale(f, false);
+		return;
+	}
+	if (u->n == 0 || !(f = calloc(1, sizeof(*f)))) {
+		query_fail(s, c);
+		return;
+	}
+	f->hash = h;
+	f->u = u;
+	memcpy(f->name, key->name, key->name_len);
+	f->name_len = key->name_len;
+	f->qtype = key->qtype;
+	f->qclass = key->qclass;
+	f->flags = key->flags;
+	f->clients = c;
+	ev_init(&f->retry, retry_cb);
+	ev_timer_init(&f->patience, patience_cb, UPSTREAM_PATIENCE, 0);
+	ev_timer_init(&f->deadline, deadline_cb, UPSTREAM_DEADLINE, 0);
+	f->retry.data = f->patience.data = f->deadline.data = f;
+	*pp = f;
+	u->count++;
+	if (!send_next(f, false, NULL)) {
+		inflight_fail(f);
+		return;
+	}
+	ev_timer_start(s->loop, &f->patience);
+	ev_timer_start(s->loop, &f->deadline);
+	if (u->count > (u->mask + 1) * 2) {
+		/* Grow the table: rehash every question. */
+		size_t n = (u->mask + 1) * 4;
+		struct inflight **t = calloc(n, sizeof(*t));
+		if (t) {
+			for (size_t i = 0; i <= u->mask; i++) {
+				struct inflight *x = u->table[i], *next;
+				for (; x; x = next) {
+					next = x->hnext;
+					x->hnext = t[x->hash & (n - 1)];
+					t[x->hash & (n - 1)] = x;
+				}
+			}
+			free(u->table);
+			u->table = t;
+			u->mask = n - 1;
+		}
+	}
+}
+
+void upstream_free(struct upstreams *u)
+{
+	if (!u)
+		return;
+	for (size_t i = 0; i <= u->mask; i++) {
+		while (u->table[i]) {
+			struct inflight *f = u->table[i];
+			struct query_client *c = take_clients(f), *next;
+			for (; c; c = next) {
+				next = c->next;
+				query_fail(u->srv, c);
+			}
+			inflight_free(f);
+		}
+	}
+	stop_watches(u);
+	free(u->table);
+	free(u->servers);
+	free(u->self);
+	free(u);
+}

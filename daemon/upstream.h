@@ -1,0 +1,62 @@
+/**
+ * \file upstream.h
+ * Sending cache misses to the upstream servers.  Identical questions in
+ * flight are sent once.  Every attempt has its own socket (random source
+ * port) and random ID, and a reply is accepted only from the server asked
+ * (a connected socket), with that ID and that question.  Timeouts retry
+ * with backoff, moving to the server with the best smoothed RTT; a
+ * truncated reply is retried over TCP.  When nothing usable arrives, a
+ * stale answer is served after CLIENT_PATIENCE (RFC 8767), and at the
+ * deadline the clients get the stale answer or SERVFAIL.
+ */
+#ifndef ACRDNS_UPSTREAM_H
+#define ACRDNS_UPSTREAM_H
+
+#include <stddef.h>
+
+#include "cache.h"
+#include "config.h"
+
+struct server;
+struct query_client;
+struct upstreams;
+
+/** Serve a stale answer when no upstream answered within this (RFC 8767: 1.8 s). */
+#define UPSTREAM_PATIENCE 1.8
+/** Give up and answer SERVFAIL (or stale) this long after the question. */
+#define UPSTREAM_DEADLINE 3.0
+
+/** @return the upstream state for a server, or NULL when out of memory. */
+struct upstreams *upstream_new(struct server *srv);
+
+/** Abandon every question in flight (shutdown) and free. */
+void upstream_free(struct upstreams *u);
+
+/**
+ * Take the server list from a configuration: addresses, and the
+ * nameservers of each file: entry, watched for changes.  Addresses that
+ * the configuration listens on are skipped with a warning.
+ * @return 0, or -1 with err set (a file that cannot be watched)
+ */
+int upstream_configure(struct upstreams *u, const struct config *cfg, char *err, size_t errlen);
+
+/** @return number of usable servers. */
+size_t upstream_count(const struct upstreams *u);
+
+/** @return number of questions in flight. */
+size_t upstream_inflight(const struct upstreams *u);
+
+/**
+ * Resolve key for a waiting client: join the identical question in
+ * flight or send a new one.  The client is answered through query.c.
+ */
+void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct query_client *c);
+
+/**
+ * Parse the nameserver lines of a resolv.conf-style file.
+ * @param out receives a malloc'd array
+ * @return number of addresses, or -1 when the file cannot be read
+ */
+int upstream_read_resolv(const char *path, struct cfg_addr **out);
+
+#endif
