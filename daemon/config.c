@@ -48,8 +48,10 @@ static int fail(struct loader *ld, const config_setting_t *s, const char *fmt, .
 	int n;
 	va_list ap;
 
-	n = snprintf(ld->err, ld->errlen, "%s:%d: ", ld->path,
-		     s ? config_setting_source_line(s) : 0);
+	int line = s ? config_setting_source_line(s) : 0;
+
+	n = line ? snprintf(ld->err, ld->errlen, "%s:%d: ", ld->path, line)
+		 : snprintf(ld->err, ld->errlen, "%s: ", ld->path);
 	if (n < 0 || (size_t)n >= ld->errlen)
 		return -1;
 	va_start(ap, fmt);

@@ -6,6 +6,7 @@
  */
 #include "autoconf.h"
 
+#include <errno.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,13 @@ oom:
 	return -1;
 }
 
+/** A directory that does not exist is an empty glob; any other error stops it. */
+static int glob_error(const char *path, int err)
+{
+	(void)path;
+	return err != ENOENT && err != ENOTDIR;
+}
+
 static int load_rule_files(struct policy *p, const struct config *cfg, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < cfg->n_rules; i++) {
@@ -145,7 +153,7 @@ static int load_rule_files(struct policy *p, const struct config *cfg, char *err
 			snprintf(pattern, sizeof(pattern), "%s", spec);
 		else
 			snprintf(pattern, sizeof(pattern), "%s/%s", cfg->dir, spec);
-		int rc = glob(pattern, GLOB_NOMAGIC | GLOB_ERR, NULL, &g);
+		int rc = glob(pattern, GLOB_NOMAGIC, glob_error, &g);
 		if (rc == GLOB_NOMATCH)
 			continue; /* a glob that matches no file: an empty rules.d */
 		if (rc != 0) {
@@ -253,6 +261,7 @@ struct policy *policy_new(const struct config *cfg, char **const *extra_endpoint
 		return NULL;
 	}
 	p->mode = cfg->mode;
+	p->config_path = cfg->path;
 	p->local = cfg->local;
 	p->n_local = cfg->n_local;
 	if (load_rule_files(p, cfg, err, errlen) < 0 ||
@@ -331,7 +340,8 @@ void policy_describe(const struct policy *p, const struct policy_decision *d,
 
 	if (d->verdict == VERDICT_LOCAL) {
 		wire_name_str(rules_node_name(p->rules, d->node), name);
-		snprintf(buf, len, "local %s (%s:%d)", name, "config", p->local[d->local].line);
+		name[strlen(name) - 1] = '\0';
+		snprintf(buf, len, "local %s (%s:%d)", name, p->config_path, p->local[d->local].line);
 		return;
 	}
 	if (!d->node) {
@@ -344,6 +354,8 @@ void policy_describe(const struct policy *p, const struct policy_decision *d,
 	bool allow = d->kind == RULE_EXACT_ALLOW || d->kind == RULE_WILD_ALLOW;
 	const uint8_t *apex = rules_node_name(p->rules, d->node);
 	wire_name_str(apex, name);
+	if (apex[0])
+		name[strlen(name) - 1] = '\0'; /* as rules are written: no trailing dot */
 	if (o->line)
 		snprintf(buf, len, "%s %s%s (%s:%u)", allow ? "allow" : "deny",
 			 wild ? (apex[0] ? "*." : "*") : "", apex[0] || !wild ? name : "",

@@ -39,6 +39,7 @@ struct policy_registry {
 
 struct policy {
 	enum cfg_mode mode;
+	const char *config_path;        /**< borrowed from the configuration */
 	struct rules *rules;
 	const struct cfg_local *local;  /**< borrowed from the configuration */
 	size_t n_local;

@@ -39,7 +39,8 @@ class Behaviour:
 
 
 class Query:
-    def __init__(self, transport, name, rdtype, msg):
+    def __init__(self, transport, name, rdtype, msg, peer=None):
+        self.peer = peer
         self.transport = transport
         self.name = name
         self.rdtype = rdtype
@@ -110,13 +111,13 @@ class FakeUpstream:
             b = self.default
         return b
 
-    def _reply(self, query, transport):
+    def _reply(self, query, transport, peer=None):
         """Return the wire reply for a query, or None to stay silent."""
         q = query.question[0]
         name = q.name.to_text().lower()
         b = self._behaviour(name)
         with self.lock:
-            self.queries.append(Query(transport, name, q.rdtype, query))
+            self.queries.append(Query(transport, name, q.rdtype, query, peer))
         if b is None:
             b = Behaviour(rcode=dns.rcode.NXDOMAIN)
         if b.delay:
@@ -156,7 +157,7 @@ class FakeUpstream:
     def _rrset(text, ttl):
         """An RRset from "name TYPE rdata", with the behaviour's TTL."""
         name, rdtype, rdata = text.split(None, 2)
-        rd = dns.rdata.from_text("IN", rdtype, rdata, origin=dns.name.root)
+        rd = dns.rdata.from_text("IN", rdtype, rdata, origin=dns.name.root, relativize=False)
         return dns.rrset.from_rdata(dns.name.from_text(name), ttl, rd)
 
     def _udp_loop(self):
@@ -172,7 +173,7 @@ class FakeUpstream:
             query = dns.message.from_wire(data)
         except Exception:
             return
-        wire = self._reply(query, "udp")
+        wire = self._reply(query, "udp", peer)
         if wire is not None:
             try:
                 self.udp.sendto(wire, peer)
