@@ -134,7 +134,8 @@ class FakeUpstream:
         else:
             for text in b.records:
                 rrset = self._rrset(text, b.ttl)
-                if rrset.rdtype in (q.rdtype, dns.rdatatype.CNAME) or q.rdtype == dns.rdatatype.ANY:
+                if rrset.rdtype in (q.rdtype, dns.rdatatype.CNAME, dns.rdatatype.DNAME) or \
+                        q.rdtype == dns.rdatatype.ANY:
                     resp.answer.append(rrset)
             for text in b.authority:
                 resp.authority.append(self._rrset(text, b.ttl))
