@@ -25,7 +25,7 @@ struct cache_entry {
 	uint8_t name_len;                  /**< 255 stored as 255 */
 	uint8_t flags;
 	bool has_cname;
-	uint8_t data[];                    /**< ttl_off[nttl], name, msg */
+	uint16_t ttl_off[];                /**< nttl offsets, then the name, then the message */
 };
 
 struct cache {
@@ -44,14 +44,9 @@ static size_t entry_size(const struct cache_entry *e)
 	return sizeof(*e) + e->nttl * sizeof(uint16_t) + e->name_len + e->msg_len + ENTRY_OVERHEAD;
 }
 
-static uint16_t *entry_offs(struct cache_entry *e)
-{
-	return (uint16_t *)(void *)e->data;
-}
-
 static uint8_t *entry_name(struct cache_entry *e)
 {
-	return e->data + e->nttl * sizeof(uint16_t);
+	return (uint8_t *)(e->ttl_off + e->nttl);
 }
 
 static uint8_t *entry_msg(struct cache_entry *e)
@@ -301,7 +296,7 @@ void cache_insert(struct cache *c, const struct cache_key *key, const struct cac
 	e->msg_len = a->len;
 	e->nttl = a->nttl;
 	e->has_cname = a->has_cname;
-	memcpy(entry_offs(e), a->ttl_off, a->nttl * sizeof(uint16_t));
+	memcpy(e->ttl_off, a->ttl_off, a->nttl * sizeof(uint16_t));
 	memcpy(entry_name(e), key->name, key->name_len);
 	memcpy(entry_msg(e), a->msg, a->len);
 	e->hnext = c->buckets[h & c->mask];
@@ -329,7 +324,7 @@ enum cache_status cache_lookup(struct cache *c, const struct cache_key *key, uin
 	msg->msg = entry_msg(e);
 	msg->len = e->msg_len;
 	msg->nttl = e->nttl;
-	msg->ttl_off = entry_offs(e);
+	msg->ttl_off = e->ttl_off;
 	*age = (uint32_t)((now_ms - e->stored_ms) / 1000);
 	*gen = e->gen;
 	*has_cname = e->has_cname;

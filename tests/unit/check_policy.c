@@ -183,13 +183,15 @@ START_TEST(bad_rule_lines_name_file_and_line)
 		free(path);
 	}
 	/* a missing file is an error; a glob that matches nothing is not */
-	cfg = config_load(unit_tmpfile("g.conf", "upstreams = [ \"192.0.2.1\" ];\n"
-				       "rules = [ \"nothere.rules\" ];\n"), err, sizeof(err));
+	char *g = unit_tmpfile("g.conf", "upstreams = [ \"192.0.2.1\" ];\nrules = [ \"nothere.rules\" ];\n");
+	cfg = config_load(g, err, sizeof(err));
+	free(g);
 	ck_assert_ptr_null(policy_new(cfg, NULL, err, sizeof(err)));
 	ck_assert_msg(strstr(err, "nothere.rules: cannot read") != NULL, "%s", err);
 	config_free(cfg);
-	cfg = config_load(unit_tmpfile("g.conf", "upstreams = [ \"192.0.2.1\" ];\n"
-				       "rules = [ \"rules.d/*.rules\" ];\n"), err, sizeof(err));
+	g = unit_tmpfile("g.conf", "upstreams = [ \"192.0.2.1\" ];\nrules = [ \"rules.d/*.rules\" ];\n");
+	cfg = config_load(g, err, sizeof(err));
+	free(g);
 	struct policy *p = policy_new(cfg, NULL, err, sizeof(err));
 	ck_assert_msg(p != NULL, "%s", err);
 	policy_free(p);
