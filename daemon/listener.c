@@ -18,7 +18,7 @@
 #include "query.h"
 #include "server.h"
 
-#define UDP_BATCH 64
+#define UDP_BATCH 32
 #define TCP_MAX_CONNS 512
 #define TCP_MAX_PENDING 64
 #define TCP_IDLE_SECONDS 10.0
@@ -134,78 +134,155 @@ void listener_close(struct listener *l)
 	free(l);
 }
 
+/*
+ * UDP moves in batches: one recvmmsg() takes up to UDP_BATCH queries, the
+ * replies that can be given at once are gathered, and one sendmmsg() sends
+ * them.  A wake-up with one query costs one receive and one send, with no
+ * extra receive to find the socket empty.
+ */
+#define UDP_QBUF 4096   /* queries are small; a longer one is read cut and fails to parse */
+
+union pktinfo_ctl {
+	char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+	struct cmsghdr align;
+};
+
+static struct {
+	struct mmsghdr msgs[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	struct sockaddr_storage peer[UDP_BATCH];
+	union pktinfo_ctl ctl[UDP_BATCH];
+	uint8_t buf[UDP_BATCH][UDP_QBUF];
+} rx;
+
+static struct {
+	struct listener *l;   /**< the listener whose batch is open, or NULL */
+	unsigned n;
+	struct mmsghdr msgs[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	struct sockaddr_storage peer[UDP_BATCH];
+	union pktinfo_ctl ctl[UDP_BATCH];
+	uint8_t buf[UDP_BATCH][WIRE_EDNS_SIZE];  /* no UDP reply is longer */
+} tx;
+
+/** Fill msg for a reply to rt: peer, and our address for wildcard binds. */
+static void reply_msghdr(const struct reply_to *rt, struct msghdr *mh, struct sockaddr_storage *peer,
+			 union pktinfo_ctl *ctl)
+{
+	memcpy(peer, &rt->peer, rt->peer_len);
+	mh->msg_name = peer;
+	mh->msg_namelen = rt->peer_len;
+	mh->msg_control = NULL;
+	mh->msg_controllen = 0;
+	mh->msg_flags = 0;
+	if (!rt->has_local)
+		return;
+	struct cmsghdr *c = (struct cmsghdr *)(void *)ctl->buf;
+	memset(ctl, 0, sizeof(*ctl));
+	mh->msg_control = ctl->buf;
+	if (rt->peer.ss_family == AF_INET) {
+		mh->msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+		memcpy(CMSG_DATA(c), &rt->local.v4, sizeof(rt->local.v4));
+	} else {
+		mh->msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+		memcpy(CMSG_DATA(c), &rt->local.v6, sizeof(rt->local.v6));
+	}
+}
+
+static void tx_flush(struct listener *l)
+{
+	unsigned sent = 0;
+
+	while (sent < tx.n) {
+		int n = sendmmsg(l->udp_fd, tx.msgs + sent, tx.n - sent, MSG_DONTWAIT);
+		if (n <= 0) {
+			/* A full socket buffer loses what is left, as a lost datagram would. */
+			l->srv->stats.send_errors += tx.n - sent;
+			break;
+		}
+		sent += (unsigned)n;
+	}
+	tx.n = 0;
+}
+
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listener *l = w->data;
-	uint8_t buf[65536];
-	union {
-		char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
-		struct cmsghdr align;
-	} control;
 	(void)loop;
 	(void)revents;
 
-	for (int i = 0; i < UDP_BATCH; i++) {
-		struct reply_to rt = { .udp = l };
-		struct iovec iov = { buf, sizeof(buf) };
-		struct msghdr mh = {
-			.msg_name = &rt.peer, .msg_namelen = sizeof(rt.peer),
-			.msg_iov = &iov, .msg_iovlen = 1,
-			.msg_control = l->wildcard ? control.buf : NULL,
-			.msg_controllen = l->wildcard ? sizeof(control.buf) : 0,
-		};
-		ssize_t n = recvmsg(l->udp_fd, &mh, 0);
-		if (n < 0)
-			return; /* EAGAIN, or an ICMP error reported on the socket */
-		rt.peer_len = mh.msg_namelen;
-		for (struct cmsghdr *c = l->wildcard ? CMSG_FIRSTHDR(&mh) : NULL; c;
-		     c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
-				memcpy(&rt.local.v4, CMSG_DATA(c), sizeof(rt.local.v4));
-				rt.local.v4.ipi_spec_dst = rt.local.v4.ipi_addr;
-				rt.local.v4.ipi_ifindex = 0;
-				rt.has_local = true;
-			} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
-				memcpy(&rt.local.v6, CMSG_DATA(c), sizeof(rt.local.v6));
-				rt.has_local = true;
-			}
+	for (int round = 0; round < 4; round++) {
+		/* The kernel rewrites only name and control lengths and flags. */
+		for (int i = 0; i < UDP_BATCH; i++) {
+			struct msghdr *mh = &rx.msgs[i].msg_hdr;
+			if (mh->msg_iov && mh->msg_namelen == sizeof(rx.peer[i]) &&
+			    mh->msg_control == (l->wildcard ? rx.ctl[i].buf : NULL) &&
+			    mh->msg_controllen == (l->wildcard ? sizeof(rx.ctl[i].buf) : 0))
+				break; /* this one and the rest are still set up */
+			rx.iov[i].iov_base = rx.buf[i];
+			rx.iov[i].iov_len = UDP_QBUF;
+			mh->msg_name = &rx.peer[i];
+			mh->msg_namelen = sizeof(rx.peer[i]);
+			mh->msg_iov = &rx.iov[i];
+			mh->msg_iovlen = 1;
+			mh->msg_control = l->wildcard ? rx.ctl[i].buf : NULL;
+			mh->msg_controllen = l->wildcard ? sizeof(rx.ctl[i].buf) : 0;
 		}
-		l->srv->stats.queries_udp++;
-		query_handle(l->srv, buf, (size_t)n, &rt);
+		int n = recvmmsg(l->udp_fd, rx.msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			return; /* EAGAIN, or an ICMP error reported on the socket */
+		tx.l = l;
+		for (int i = 0; i < n; i++) {
+			struct msghdr *mh = &rx.msgs[i].msg_hdr;
+			struct reply_to rt = { .udp = l };
+			memcpy(&rt.peer, &rx.peer[i], mh->msg_namelen);
+			rt.peer_len = mh->msg_namelen;
+			for (struct cmsghdr *c = l->wildcard ? CMSG_FIRSTHDR(mh) : NULL; c;
+			     c = CMSG_NXTHDR(mh, c)) {
+				if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+					memcpy(&rt.local.v4, CMSG_DATA(c), sizeof(rt.local.v4));
+					rt.local.v4.ipi_spec_dst = rt.local.v4.ipi_addr;
+					rt.local.v4.ipi_ifindex = 0;
+					rt.has_local = true;
+				} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+					memcpy(&rt.local.v6, CMSG_DATA(c), sizeof(rt.local.v6));
+					rt.has_local = true;
+				}
+			}
+			l->srv->stats.queries_udp++;
+			query_handle(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt);
+		}
+		tx.l = NULL;
+		tx_flush(l);
+		if (n < UDP_BATCH)
+			return;
 	}
 }
 
 static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
-		struct cmsghdr align;
-	} control;
-	struct iovec iov = { (void *)msg, len };
-	struct msghdr mh = {
-		.msg_name = (void *)&rt->peer, .msg_namelen = rt->peer_len,
-		.msg_iov = &iov, .msg_iovlen = 1,
-	};
-
-	if (rt->has_local) {
-		struct cmsghdr *c;
-		memset(&control, 0, sizeof(control));
-		mh.msg_control = control.buf;
-		c = (struct cmsghdr *)(void *)control.buf;
-		if (rt->peer.ss_family == AF_INET) {
-			mh.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
-			c->cmsg_level = IPPROTO_IP;
-			c->cmsg_type = IP_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-			memcpy(CMSG_DATA(c), &rt->local.v4, sizeof(rt->local.v4));
-		} else {
-			mh.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
-			c->cmsg_level = IPPROTO_IPV6;
-			c->cmsg_type = IPV6_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
-			memcpy(CMSG_DATA(c), &rt->local.v6, sizeof(rt->local.v6));
-		}
+	if (tx.l == rt->udp && tx.n < UDP_BATCH && len <= sizeof(tx.buf[0])) {
+		unsigned i = tx.n++;
+		memcpy(tx.buf[i], msg, len);
+		tx.iov[i].iov_base = tx.buf[i];
+		tx.iov[i].iov_len = len;
+		reply_msghdr(rt, &tx.msgs[i].msg_hdr, &tx.peer[i], &tx.ctl[i]);
+		tx.msgs[i].msg_hdr.msg_iov = &tx.iov[i];
+		tx.msgs[i].msg_hdr.msg_iovlen = 1;
+		return;
 	}
+	/* An answer that upstream completed, outside any batch. */
+	struct sockaddr_storage peer;
+	union pktinfo_ctl ctl;
+	struct iovec iov = { (void *)msg, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	reply_msghdr(rt, &mh, &peer, &ctl);
 	if (sendmsg(rt->udp->udp_fd, &mh, MSG_DONTWAIT) < 0)
 		rt->udp->srv->stats.send_errors++;
 }

@@ -17,6 +17,7 @@
 #include "hash.h"
 #include "log.h"
 #include "query.h"
+#include "random.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -486,7 +487,7 @@ static int bind_random_port(int fd, int family)
 	len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	/* RFC 5452: the port is half of what a spoofer must guess. */
 	for (int i = 0; i < 8; i++) {
-		uint16_t port = (uint16_t)(1024 + arc4random_uniform(65536 - 1024));
+		uint16_t port = (uint16_t)(1024 + random_uniform(65536 - 1024));
 		if (family == AF_INET)
 			((struct sockaddr_in *)&ss)->sin_port = htons(port);
 		else
@@ -509,7 +510,7 @@ static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool 
 	a->fd = -1;
 	a->tcp = tcp;
 	a->addr = *addr;
-	a->id = (uint16_t)arc4random_uniform(65536);
+	a->id = (uint16_t)random_uniform(65536);
 	fd = socket(addr->ss.ss_family, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		log_warn("upstream socket: %s", strerror(errno));

@@ -473,3 +473,23 @@ def test_sigterm_stops_cleanly(upstream, daemon):
     d.signal(signal.SIGTERM)
     assert d.proc.wait(5) == 0
     assert "acrdnsd stopped" in d.read_log()
+
+
+def test_ipv6_listener(upstream, daemon):
+    upstream.set("six.example.com", records=["six.example.com A 192.0.2.30"])
+    d = daemon(basic_config(upstream), host="::1")
+    assert d.query("six.example.com").answer[0][0].address == "192.0.2.30"
+    assert d.query("six.example.com", tcp=True).answer[0][0].address == "192.0.2.30"
+
+
+def test_wildcard_listener_answers_from_the_address_asked(upstream, daemon):
+    """Bound to 0.0.0.0, a reply must come from the address the client sent
+    to, or the client drops it (dnspython checks the source)."""
+    upstream.set("wild.example.com", records=["wild.example.com A 192.0.2.31"])
+    d = daemon(basic_config(upstream), start=False)
+    d.write_config(f'listen = [ "0.0.0.0:{d.port}" ];\n' + basic_config(upstream))
+    d.start()
+    for dest in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+        q = dns.message.make_query("wild.example.com", "A")
+        r = dns.query.udp(q, dest, port=d.port, timeout=3)
+        assert r.answer[0][0].address == "192.0.2.31"
