@@ -59,11 +59,23 @@ class Daemon:
         self.conf.write_text(text)
 
     def start(self, wait=True):
-        self.log = open(self.logfile, "ab")
-        self.proc = subprocess.Popen([ACRDNSD, "-f", "-c", str(self.conf)],
-                                     stdout=self.log, stderr=self.log)
-        if wait:
-            self.wait_ready()
+        for attempt in range(3):
+            self.log = open(self.logfile, "ab")
+            self.proc = subprocess.Popen([ACRDNSD, "-f", "-c", str(self.conf)],
+                                         stdout=self.log, stderr=self.log)
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except RuntimeError:
+                # Another process took the port between free_port() and bind().
+                if "Address already in use" not in self.read_log() or attempt == 2:
+                    raise
+                self.log.close()
+                old = self.port
+                self.port = free_port(self.host)
+                self.conf.write_text(self.conf.read_text().replace(f":{old}\"", f":{self.port}\""))
         return self
 
     def wait_ready(self):
