@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "discovery.h"
 #include "hash.h"
 #include "listener.h"
 #include "log.h"
@@ -103,6 +104,21 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 	return rc;
 }
 
+/** A registry's endpoints changed: a new policy with the new list. */
+static void rebuild_policy(struct server *s)
+{
+	char err[1024];
+	struct policy *p = policy_new(s->cfg, discovery_endpoints(s->disc, s->cfg), err, sizeof(err));
+
+	if (!p) {
+		log_err("discovery: cannot rebuild the policy, the running one stays: %s", err);
+		return;
+	}
+	policy_free(s->policy);
+	s->policy = p;
+	s->policy_gen++;
+}
+
 static void reload(struct server *s)
 {
 	char err[1024];
@@ -113,7 +129,7 @@ static void reload(struct server *s)
 		log_err("reload failed, the running configuration stays: %s", err);
 		return;
 	}
-	if (!(p = policy_new(cfg, NULL, err, sizeof(err)))) {
+	if (!(p = policy_new(cfg, discovery_endpoints(s->disc, cfg), err, sizeof(err)))) {
 		log_err("reload failed, the running configuration stays: %s", err);
 		config_free(cfg);
 		return;
@@ -133,6 +149,7 @@ static void reload(struct server *s)
 	s->cfg = cfg;
 	s->policy = p;
 	s->policy_gen++;
+	discovery_configure(s->disc, cfg);
 	log_notice("configuration reloaded: %zu rules, %zu upstream servers",
 		   rules_count(p->rules), upstream_count(s->up));
 }
@@ -152,12 +169,19 @@ static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+static void report_line(void *arg, const char *line)
+{
+	(void)arg;
+	log_notice("discovery %s", line);
+}
+
 static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct server *s = w->data;
 	(void)loop;
 	(void)revents;
 	stats_log(&s->stats);
+	discovery_report(s->disc, report_line, NULL);
 	log_notice("cache entries=%zu bytes=%zu inflight=%zu tcp_connections=%u",
 		   cache_entries(s->cache), cache_bytes(s->cache), upstream_inflight(s->up),
 		   s->tcp_conns);
@@ -192,8 +216,13 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 	printf("rules: %zu in all\n", rules_count(p->rules));
 	for (size_t i = 0; i < p->n_registries; i++) {
 		const struct policy_registry *r = &p->registries[i];
-		printf("registry: %s (discovery: static), %zu data endpoints\n", r->login_server,
-		       r->n_endpoints);
+		const struct cfg_discovery *d = &cfg->registries[i].discovery;
+		static const char *const sources[] = { "static", "file", "command", "arm" };
+		printf("registry: %s (discovery: %s%s%s", r->login_server, sources[d->source],
+		       d->source == SOURCE_FILE ? " " : "", d->source == SOURCE_FILE ? d->path : "");
+		if (d->source != SOURCE_STATIC)
+			printf(", every %u s", d->interval);
+		printf("), %zu data endpoints (configured and saved in %s)\n", r->n_endpoints, cfg->state_dir);
 		for (size_t j = 0; j < r->n_endpoints; j++)
 			printf("  endpoint: %s\n", r->endpoints[j]);
 		if (r->n_endpoints == 0)
@@ -279,21 +308,28 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	struct policy *policy = policy_new(cfg, NULL, err, sizeof(err));
+	static struct server srv;
+	struct server *s = &srv;
+	/* Endpoints saved by earlier runs are allowed from the first query on. */
+	if (!(s->disc = discovery_new(s, rebuild_policy))) {
+		fprintf(stderr, "acrdnsd: out of memory\n");
+		return 1;
+	}
+	struct policy *policy = policy_new(cfg, discovery_endpoints(s->disc, cfg), err, sizeof(err));
 	if (!policy) {
 		fprintf(stderr, "%s\n", err);
+		discovery_free(s->disc);
 		config_free(cfg);
 		return 1;
 	}
 	if (test || explain_name) {
 		int rc = test ? (print_summary(cfg, policy), 0) : explain(policy, explain_name);
 		policy_free(policy);
+		discovery_free(s->disc);
 		config_free(cfg);
 		return rc;
 	}
 
-	static struct server srv;
-	struct server *s = &srv;
 	s->loop = ev_default_loop(EVFLAG_AUTO);
 	s->cfg = cfg;
 	s->policy = policy;
@@ -330,6 +366,7 @@ int main(int argc, char **argv)
 	ev_signal_start(s->loop, &term);
 	ev_signal_start(s->loop, &intr);
 	ev_signal_start(s->loop, &usr1);
+	discovery_configure(s->disc, cfg);
 	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
 		   rules_count(policy->rules), upstream_count(s->up),
 		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
@@ -337,6 +374,7 @@ int main(int argc, char **argv)
 	ev_run(s->loop, 0);
 
 	stats_log(&s->stats);
+	discovery_free(s->disc);
 	upstream_free(s->up);
 	listener_close_all_tcp(s);
 	for (struct listener *l = s->listeners, *n; l; l = n) {

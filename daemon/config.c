@@ -604,9 +604,9 @@ static int load_discovery(struct loader *ld, struct cfg_discovery *d, const conf
 			return fail(ld, g, "discovery source 'arm' needs 'resource_id'");
 		break;
 	}
-	if (d->source != SOURCE_STATIC)
-		return fail(ld, g, "discovery source '%s' is not supported by this build yet; "
-			    "use 'static' with data_endpoints", sources[d->source]);
+	if (d->source == SOURCE_ARM)
+		return fail(ld, g, "discovery source 'arm' is not supported by this build yet; "
+			    "use 'file' or 'command' (az acr show-endpoints)");
 	return 0;
 }
 

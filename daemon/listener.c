@@ -493,13 +493,14 @@ void listener_reply(const struct reply_to *rt, const uint8_t *msg, size_t len)
 {
 	if (rt->tcp)
 		tcp_send(rt->tcp, msg, len);
-	else
+	else if (rt->udp)
 		udp_send(rt, msg, len);
+	/* neither: a prefetch, answered into the cache only */
 }
 
 size_t listener_max_reply(const struct reply_to *rt, const struct wire_query *q)
 {
-	if (rt->tcp)
+	if (rt->tcp || !rt->udp)
 		return 65535;
 	if (!q->edns)
 		return WIRE_UDP_PLAIN;

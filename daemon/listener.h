@@ -19,7 +19,10 @@
 struct server;
 struct tcp_conn;
 
-/** How to answer one query: the socket, the peer and, for wildcard binds, our address. */
+/**
+ * How to answer one query: the socket, the peer and, for wildcard binds,
+ * our address.  Neither udp nor tcp set: nobody to answer (a prefetch).
+ */
 struct reply_to {
 	struct listener *udp;     /**< set for UDP */
 	struct tcp_conn *tcp;     /**< set for TCP */

@@ -294,6 +294,33 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	upstream_resolve(s->up, &key, c);
 }
 
+void query_prefetch(struct server *s, const uint8_t *name, size_t len, uint16_t qtype)
+{
+	struct query_client *c;
+	struct cache_msg m;
+	uint32_t age, gen;
+	bool has_cname;
+
+	struct cache_key key = { name, (uint16_t)len, qtype, LDNS_RR_CLASS_IN, 0 };
+	if (cache_lookup(s->cache, &key, server_now_ms(), &m, &age, &gen, &has_cname) == CACHE_FRESH)
+		return;
+	if (!(c = calloc(1, sizeof(*c))))
+		return;
+	/* No transport in reply_to: the answer is cached and not sent anywhere. */
+	c->q.flags = WIRE_RD;
+	c->q.qtype = qtype;
+	c->q.qclass = LDNS_RR_CLASS_IN;
+	c->q.qname_len = (uint16_t)len;
+	memcpy(c->q.qname, name, len);
+	memcpy(c->q.qname_raw, name, len);
+	c->q.has_question = true;
+	c->q.edns = true;
+	c->q.edns_size = WIRE_EDNS_SIZE;
+	c->verdict = VERDICT_ALLOW;
+	key.name = c->q.qname;
+	upstream_resolve(s->up, &key, c);
+}
+
 static void client_done(struct query_client *c)
 {
 	listener_release(&c->rt);

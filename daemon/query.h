@@ -35,6 +35,12 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 void query_answer(struct server *s, struct query_client *c, const struct cache_msg *m,
 		  uint32_t age, bool stale);
 
+/**
+ * Resolve a name into the cache with no client waiting (a new endpoint,
+ * resolved ahead of the first pull).  Nothing happens when it is cached.
+ */
+void query_prefetch(struct server *s, const uint8_t *name, size_t len, uint16_t qtype);
+
 /** Answer a waiting client with SERVFAIL, then free it. */
 void query_fail(struct server *s, struct query_client *c);
 

@@ -15,6 +15,7 @@
 #include "policy.h"
 #include "stats.h"
 
+struct discovery;
 struct listener;
 struct upstreams;
 
@@ -26,6 +27,7 @@ struct server {
 	struct cache *cache;
 	struct cache_ttl ttl;
 	struct upstreams *up;
+	struct discovery *disc;
 	struct listener *listeners;
 	unsigned tcp_conns;
 	struct stats stats;

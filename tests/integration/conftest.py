@@ -60,6 +60,7 @@ class Daemon:
 
     def start(self, wait=True):
         for attempt in range(3):
+            self.log_start = len(self.read_log())
             self.log = open(self.logfile, "ab")
             self.proc = subprocess.Popen([ACRDNSD, "-f", "-c", str(self.conf)],
                                          stdout=self.log, stderr=self.log)
@@ -70,7 +71,7 @@ class Daemon:
                 return self
             except RuntimeError:
                 # Another process took the port between free_port() and bind().
-                if "Address already in use" not in self.read_log() or attempt == 2:
+                if "Address already in use" not in self.read_log()[self.log_start:] or attempt == 2:
                     raise
                 self.log.close()
                 old = self.port
@@ -83,7 +84,7 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"acrdnsd exited {self.proc.returncode}:\n{self.read_log()}")
-            if "started" in self.read_log():
+            if "started" in self.read_log()[self.log_start:]:
                 return
             time.sleep(0.02)
         raise RuntimeError("acrdnsd did not start:\n" + self.read_log())

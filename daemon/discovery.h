@@ -1,0 +1,77 @@
+/**
+ * \file discovery.h
+ * Keeping each registry's data endpoints current.  Per registry, a task on
+ * the event loop reads a source (a file, a command, or ARM over HTTPS),
+ * validates what it says, and when the set changes, persists it, has the
+ * policy rebuilt, drops the removed names from the cache and resolves the
+ * new ones ahead of the first pull.  A failed or invalid refresh keeps the
+ * last good set, so a broken or tampered source never opens the filter.
+ */
+#ifndef ACRDNS_DISCOVERY_H
+#define ACRDNS_DISCOVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct server;
+struct discovery;
+
+/** What a document said, once checked. */
+enum discovery_status {
+	DISCOVERY_OK,
+	DISCOVERY_BAD,          /**< not JSON, not either shape, wrong types */
+	DISCOVERY_WRONG_LOGIN,  /**< another registry's document */
+	DISCOVERY_FOREIGN,      /**< names an endpoint that is not the registry's own */
+	DISCOVERY_NO_DEDICATED, /**< the registry has no dedicated data endpoints */
+};
+
+/**
+ * Parse a document in `az acr show-endpoints` form or an ARM registry
+ * resource, and check every name against the registry's own forms.
+ * @param endpoints receives a NULL-terminated malloc'd list (lowercase,
+ *        sorted, no duplicates) when DISCOVERY_OK
+ * @param why receives the reason otherwise, naming the offending name
+ */
+enum discovery_status discovery_parse(const char *doc, size_t len, const char *login_server,
+				      char ***endpoints, char *why, size_t whylen);
+
+/** Free a list from discovery_parse or discovery_state_load; NULL is allowed. */
+void discovery_list_free(char **list);
+
+/**
+ * Write a registry's endpoints to state_dir atomically (temporary file,
+ * fsync, rename).  @return 0, or -1 with why set
+ */
+int discovery_state_save(const char *state_dir, const char *login_server, char *const *endpoints,
+			 char *why, size_t whylen);
+
+/**
+ * Read what discovery_state_save wrote, checked as any other document.
+ * @return the list, or NULL when there is none or it is not valid
+ */
+char **discovery_state_load(const char *state_dir, const char *login_server);
+
+/** Called after a registry's endpoint set changed, to rebuild the policy. */
+typedef void (*discovery_changed_fn)(struct server *s);
+
+/** @return the discovery state, or NULL when out of memory. */
+struct discovery *discovery_new(struct server *s, discovery_changed_fn changed);
+void discovery_free(struct discovery *d);
+
+/**
+ * Discovered endpoints for each registry of cfg, in its order, for
+ * policy_new(): what this process discovered, else what state_dir holds.
+ * The lists stay owned by d and live until the next discovery_configure.
+ */
+char **const *discovery_endpoints(struct discovery *d, const struct config *cfg);
+
+/** Start (or restart, after a reload) one task per registry of cfg. */
+void discovery_configure(struct discovery *d, const struct config *cfg);
+
+/** Write one line per registry (source, last success, last error, next refresh, endpoints). */
+void discovery_report(struct discovery *d, void (*out)(void *arg, const char *line), void *arg);
+
+#endif

@@ -1,0 +1,178 @@
+"""Endpoint discovery as an operator sees it: a file that changes, a command
+that prints, hangs or fails, a tampered document, and a restart with the
+source gone."""
+import json
+import os
+import subprocess
+import time
+
+import dns.rcode
+import pytest
+
+from conftest import ACRDNSD
+
+LOGIN = "contoso.azurecr.io"
+
+
+def doc(*endpoints, login=LOGIN):
+    return json.dumps({"loginServer": login,
+                       "dataEndpoints": [{"region": e.split(".")[1], "endpoint": e} for e in endpoints]})
+
+
+def script_upstream(up, *names):
+    for i, name in enumerate(names):
+        up.set(name, records=[f"{name} A 20.60.0.{i + 1}"])
+
+
+def discovery_config(up, tmp_path, source):
+    return f'''
+upstreams = [ "{up.addr}" ];
+state_dir = "{tmp_path}/state";
+deny = [ "*.azurecr.io" ];
+registries = ( {{ login_server = "{LOGIN}"; discovery = {source}; }} );
+log = {{ level = "debug"; queries = "denied"; }};
+'''
+
+
+def allowed(d, name):
+    return d.query(name).rcode() == dns.rcode.NOERROR
+
+
+def wait_for(pred, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+EAST, WEST, NORTH = (f"contoso.{r}.data.azurecr.io" for r in ("eastus", "westus", "northeurope"))
+
+
+def test_file_change_followed_within_a_second(upstream, daemon, tmp_path):
+    script_upstream(upstream, EAST, WEST, NORTH)
+    src = tmp_path / "contoso.json"
+    src.write_text(doc(EAST, WEST))
+    d = daemon(discovery_config(upstream, tmp_path, f'{{ source = "file"; path = "{src}"; interval = 300; }}'))
+    assert wait_for(lambda: allowed(d, EAST))
+    assert allowed(d, WEST)
+    assert d.query(NORTH).rcode() == dns.rcode.NXDOMAIN
+    # A replica is added and one removed: no restart, no reload.
+    upstream.clear()
+    start = time.monotonic()
+    src.write_text(doc(EAST, NORTH))
+    assert wait_for(lambda: allowed(d, NORTH), timeout=1.5)
+    assert time.monotonic() - start < 1.5
+    assert d.query(WEST).rcode() == dns.rcode.NXDOMAIN
+    log = d.read_log()
+    assert f"discovery {LOGIN}: endpoint added: {NORTH}" in log
+    assert f"discovery {LOGIN}: endpoint removed: {WEST}" in log
+    # The new endpoint was resolved before any client asked (prefetch).
+    assert upstream.queries[0].name == NORTH + "."
+    # Saved for the next start.
+    saved = json.loads((tmp_path / "state" / f"{LOGIN}.json").read_text())
+    assert sorted(e["endpoint"] for e in saved["dataEndpoints"]) == [EAST, NORTH]
+
+
+def test_file_replaced_by_rename_is_followed(upstream, daemon, tmp_path):
+    script_upstream(upstream, EAST, NORTH)
+    src = tmp_path / "contoso.json"
+    src.write_text(doc(EAST))
+    d = daemon(discovery_config(upstream, tmp_path, f'{{ source = "file"; path = "{src}"; }}'))
+    assert wait_for(lambda: allowed(d, EAST))
+    tmp = tmp_path / "contoso.json.new"
+    tmp.write_text(doc(EAST, NORTH))
+    os.rename(tmp, src)
+    assert wait_for(lambda: allowed(d, NORTH), timeout=2)
+
+
+@pytest.mark.parametrize("bad,says", [
+    (doc(EAST, "attacker.blob.core.windows.net"), "no dedicated data endpoints"),
+    (doc(EAST, "evil.eastus.data.azurecr.io"), "rejected whole: endpoint 'evil.eastus.data.azurecr.io'"),
+    (doc(EAST, "contoso.eastus.data.azurecr.io.attacker.example"), "rejected whole"),
+    (doc(EAST, login="evil.azurecr.io"), "document is for 'evil.azurecr.io'"),
+    ("{ not json", "not JSON"),
+])
+def test_tampered_document_keeps_last_good_set(upstream, daemon, tmp_path, bad, says):
+    script_upstream(upstream, EAST, WEST)
+    src = tmp_path / "contoso.json"
+    src.write_text(doc(EAST, WEST))
+    d = daemon(discovery_config(upstream, tmp_path, f'{{ source = "file"; path = "{src}"; }}'))
+    assert wait_for(lambda: allowed(d, EAST))
+    src.write_text(bad)
+    assert d.wait_log(says, timeout=3), d.read_log()[-2000:]
+    assert "keeping the last good endpoints" in d.read_log()
+    assert allowed(d, EAST) and allowed(d, WEST)
+    for name in ("attacker.blob.core.windows.net", "evil.eastus.data.azurecr.io"):
+        assert d.query(name).rcode() == dns.rcode.NXDOMAIN
+    assert upstream.count("attacker.blob.core.windows.net") == 0
+
+
+def test_command_source(upstream, daemon, tmp_path):
+    script_upstream(upstream, EAST)
+    script = tmp_path / "show-endpoints"
+    script.write_text(f"#!/bin/sh\necho 'warming up' >&2\ncat <<'EOF'\n{doc(EAST)}\nEOF\n")
+    script.chmod(0o755)
+    d = daemon(discovery_config(upstream, tmp_path,
+                                f'{{ source = "command"; command = [ "{script}", "--name", "contoso" ]; }}'))
+    assert wait_for(lambda: allowed(d, EAST))
+    assert d.wait_log(f"discovery {LOGIN}: {script}: warming up")
+
+
+def test_command_that_hangs_is_killed_and_dns_keeps_answering(upstream, daemon, tmp_path):
+    upstream.set("www.example.com", records=["www.example.com A 192.0.2.1"])
+    script = tmp_path / "hang"
+    script.write_text("#!/bin/sh\nsleep 30\n")
+    script.chmod(0o755)
+    d = daemon(discovery_config(upstream, tmp_path,
+                                f'{{ source = "command"; command = [ "{script}" ]; timeout = 1; }}')
+               + 'mode = "filter";')
+    start = time.monotonic()
+    # DNS answers while the command runs.
+    assert d.query("www.example.com").answer
+    assert time.monotonic() - start < 0.5
+    assert d.wait_log(f"command {script} killed after 1 s", timeout=4)
+    out = subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+def test_command_that_fails(upstream, daemon, tmp_path):
+    script_upstream(upstream, EAST)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / f"{LOGIN}.json").write_text(doc(EAST))
+    script = tmp_path / "fail"
+    script.write_text("#!/bin/sh\necho 'ERROR: (AuthorizationFailed)' >&2\nexit 1\n")
+    script.chmod(0o755)
+    d = daemon(discovery_config(upstream, tmp_path,
+                                f'{{ source = "command"; command = [ "{script}" ]; }}'))
+    assert d.wait_log(f"command {script} exited with status 1")
+    assert d.wait_log("AuthorizationFailed")
+    assert allowed(d, EAST)  # the saved set stays
+
+
+def test_restart_with_source_down_uses_saved_set(upstream, daemon, tmp_path):
+    script_upstream(upstream, EAST, NORTH)
+    src = tmp_path / "contoso.json"
+    src.write_text(doc(EAST, NORTH))
+    cfg = discovery_config(upstream, tmp_path, f'{{ source = "file"; path = "{src}"; }}')
+    d = daemon(cfg)
+    assert wait_for(lambda: allowed(d, NORTH))
+    d.stop()
+    src.unlink()
+    d2 = daemon(cfg)
+    assert allowed(d2, NORTH) and allowed(d2, EAST)
+    assert d2.wait_log("cannot read")
+    assert "loaded saved endpoints" in d2.read_log()
+    # The check mode shows them too.
+    out = subprocess.run([ACRDNSD, "-t", "-c", str(d2.conf)], capture_output=True, text=True)
+    assert f"endpoint: {NORTH}" in out.stdout
+
+
+def test_config_rejects_unfinished_sources(tmp_path):
+    conf = tmp_path / "a.conf"
+    conf.write_text(f'upstreams = [ "192.0.2.1" ];\nregistries = ( {{ login_server = "{LOGIN}";\n'
+                    f'  discovery = {{ source = "arm"; resource_id = "/subscriptions/x"; }}; }} );\n')
+    out = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert out.returncode != 0 and "'arm' is not supported by this build yet" in out.stderr
