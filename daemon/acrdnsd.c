@@ -6,6 +6,7 @@
  */
 #include "autoconf.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -302,6 +303,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	hash_init();
+	/* Before anything else runs: libcurl's global set-up is not thread-safe. */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "acrdnsd: cannot initialise libcurl\n");
+		return 1;
+	}
 
 	struct config *cfg = config_load(path, err, sizeof(err));
 	if (!cfg) {
@@ -327,6 +333,7 @@ int main(int argc, char **argv)
 		policy_free(policy);
 		discovery_free(s->disc);
 		config_free(cfg);
+		curl_global_cleanup();
 		return rc;
 	}
 
@@ -385,6 +392,7 @@ int main(int argc, char **argv)
 	policy_free(s->policy);
 	config_free(s->cfg);
 	ev_loop_destroy(s->loop);
+	curl_global_cleanup();
 	log_notice("acrdnsd stopped");
 	return 0;
 }

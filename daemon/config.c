@@ -604,9 +604,13 @@ static int load_discovery(struct loader *ld, struct cfg_discovery *d, const conf
 			return fail(ld, g, "discovery source 'arm' needs 'resource_id'");
 		break;
 	}
-	if (d->source == SOURCE_ARM)
-		return fail(ld, g, "discovery source 'arm' is not supported by this build yet; "
-			    "use 'file' or 'command' (az acr show-endpoints)");
+	if (d->resource_id && (d->resource_id[0] != '/' || strpbrk(d->resource_id, "?# \t\r\n")))
+		return fail(ld, g, "'resource_id' must be an ARM resource path such as "
+			    "/subscriptions/ID/resourceGroups/RG/providers/Microsoft.ContainerRegistry/registries/NAME");
+	for (const char *const *e = (const char *const[]){ d->arm_endpoint, d->imds_endpoint }, *const *end = e + 2;
+	     e < end; e++)
+		if (*e && strncmp(*e, "https://", 8) != 0 && strncmp(*e, "http://", 7) != 0)
+			return fail(ld, g, "'%s' is not an http:// or https:// URL", *e);
 	return 0;
 }
 

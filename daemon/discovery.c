@@ -21,6 +21,7 @@
 
 #include "cache.h"
 #include "discovery.h"
+#include "http.h"
 #include "log.h"
 #include "policy.h"
 #include "query.h"
@@ -30,6 +31,9 @@
 
 #define DOC_MAX (1024 * 1024)   /* a registry document is a few KiB */
 #define BACKOFF_FIRST 2.0
+#define ARM_API_VERSION "2023-07-01"
+#define IMDS_API_VERSION "2018-02-01"
+#define TOKEN_MARGIN 300   /* seconds before expires_on that a token is renewed */
 
 /* ---- documents ---- */
 
@@ -365,6 +369,11 @@ struct task {
 	size_t err_len;
 	bool exited, timed_out, too_long;
 	int status;
+	/* arm */
+	struct http_request *req;
+	char *token;
+	time_t token_expires;
+	bool auth_retried;
 };
 
 struct discovery {
@@ -376,6 +385,7 @@ struct discovery {
 	size_t n_tasks;
 	char ***view;               /**< for discovery_endpoints() */
 	size_t n_view;
+	struct http *http;          /**< made when a registry uses the arm source */
 };
 
 static struct known *known_get(struct discovery *d, const char *login, const char *state_dir)
@@ -448,6 +458,13 @@ static void task_free(struct task *t)
 		t->pid = 0;
 	}
 	command_cleanup(t);
+	if (t->req)
+		http_cancel(t->req);
+	free(t->token);
+	free(t->src.resource_id);
+	free(t->src.arm_endpoint);
+	free(t->src.imds_endpoint);
+	free(t->src.client_id);
 	free(t->login);
 	free(t->src.path);
 	if (t->src.command)
@@ -471,6 +488,7 @@ void discovery_free(struct discovery *d)
 	}
 	free(d->known);
 	free(d->view);
+	http_free(d->http);
 	free(d);
 }
 
@@ -824,6 +842,162 @@ static void refresh_command(struct task *t)
 	ev_timer_start(loop, &t->kill_timer);
 }
 
+/* -- arm -- */
+
+static void arm_fetch_resource(struct task *t);
+
+/** Percent-encode for a query string value. */
+static void url_escape(const char *in, char *out, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (; *in && o + 4 < len; in++) {
+		unsigned char c = (unsigned char)*in;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~') {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
+/** An endpoint setting without its trailing slashes. */
+static void base_url(const char *in, char *out, size_t len)
+{
+	snprintf(out, len, "%s", in);
+	for (size_t n = strlen(out); n > 0 && out[n - 1] == '/'; n--)
+		out[n - 1] = '\0';
+}
+
+static void arm_token_done(void *arg, long status, const char *body, size_t len, const char *error)
+{
+	struct task *t = arg;
+	char msg[700];
+	json_error_t jerr;
+
+	t->req = NULL;
+	if (error || status != 200) {
+		if (error)
+			snprintf(msg, sizeof(msg), "managed identity token: %s", error);
+		else
+			snprintf(msg, sizeof(msg), "managed identity token: HTTP %ld: %.200s", status, body);
+		task_failed(t, msg);
+		return;
+	}
+	json_t *root = json_loadb(body, len, 0, &jerr);
+	json_t *tok = json_object_get(root, "access_token");
+	json_t *exp = json_object_get(root, "expires_on");
+	time_t expires = 0;
+	if (json_is_string(exp))
+		expires = (time_t)strtoll(json_string_value(exp), NULL, 10);
+	else if (json_is_integer(exp))
+		expires = (time_t)json_integer_value(exp);
+	else if (json_is_integer(json_object_get(root, "expires_in")))
+		expires = time(NULL) + (time_t)json_integer_value(json_object_get(root, "expires_in"));
+	if (!json_is_string(tok) || json_string_length(tok) == 0 || expires == 0) {
+		json_decref(root);
+		task_failed(t, "managed identity token: no access_token and expires_on in the answer");
+		return;
+	}
+	free(t->token);
+	t->token = strdup(json_string_value(tok));
+	t->token_expires = expires;
+	json_decref(root);
+	if (!t->token) {
+		task_failed(t, "managed identity token: out of memory");
+		return;
+	}
+	arm_fetch_resource(t);
+}
+
+static void arm_fetch_token(struct task *t)
+{
+	char url[2048], base[1024], arm[1024], resource[1100], client[600] = "";
+
+	base_url(t->src.imds_endpoint, base, sizeof(base));
+	base_url(t->src.arm_endpoint, arm, sizeof(arm));
+	strcat(arm, "/");
+	url_escape(arm, resource, sizeof(resource));
+	if (t->src.client_id) {
+		char esc[500];
+		url_escape(t->src.client_id, esc, sizeof(esc));
+		snprintf(client, sizeof(client), "&client_id=%s", esc);
+	}
+	snprintf(url, sizeof(url), "%s/metadata/identity/oauth2/token?api-version=" IMDS_API_VERSION
+		 "&resource=%s%s", base, resource, client);
+	static const char *const headers[] = { "Metadata: true", NULL };
+	/* IMDS is link-local: never through a proxy. */
+	t->req = http_get(t->d->http, url, headers, true, (long)t->src.timeout, arm_token_done, t);
+	if (!t->req)
+		task_failed(t, "managed identity token: cannot start the request");
+}
+
+static void arm_resource_done(void *arg, long status, const char *body, size_t len, const char *error)
+{
+	struct task *t = arg;
+	char msg[700];
+
+	t->req = NULL;
+	if (error) {
+		snprintf(msg, sizeof(msg), "ARM %s: %s", t->src.resource_id, error);
+		task_failed(t, msg);
+		return;
+	}
+	if (status == 401 && !t->auth_retried) {
+		/* The token was revoked or expired early: one fresh token, at once. */
+		t->auth_retried = true;
+		free(t->token);
+		t->token = NULL;
+		arm_fetch_token(t);
+		return;
+	}
+	if (status != 200) {
+		/* 404/410 (replication lag), 429 (throttled), 5xx: tried again with backoff. */
+		snprintf(msg, sizeof(msg), "ARM %s: HTTP %ld: %.200s", t->src.resource_id, status, body);
+		task_failed(t, msg);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "ARM %s", t->src.resource_id);
+	handle_document(t, body, len, msg);
+}
+
+static void arm_fetch_resource(struct task *t)
+{
+	char url[4096], base[1024], auth[8192];
+
+	base_url(t->src.arm_endpoint, base, sizeof(base));
+	snprintf(url, sizeof(url), "%s%s?api-version=" ARM_API_VERSION, base, t->src.resource_id);
+	if ((size_t)snprintf(auth, sizeof(auth), "Authorization: Bearer %s", t->token) >= sizeof(auth)) {
+		task_failed(t, "managed identity token is too long");
+		return;
+	}
+	const char *headers[] = { auth, NULL };
+	t->req = http_get(t->d->http, url, headers, false, (long)t->src.timeout, arm_resource_done, t);
+	explicit_bzero(auth, sizeof(auth));
+	if (!t->req)
+		task_failed(t, "ARM: cannot start the request");
+}
+
+static void refresh_arm(struct task *t)
+{
+	if (t->req)
+		return; /* still waiting for the last one */
+	if (!t->d->http && !(t->d->http = http_new(t->d->srv->loop))) {
+		task_failed(t, "cannot set up libcurl");
+		return;
+	}
+	t->auth_retried = false;
+	if (t->token && time(NULL) < t->token_expires - TOKEN_MARGIN)
+		arm_fetch_resource(t);
+	else
+		arm_fetch_token(t);
+}
+
 static void refresh(struct task *t)
 {
 	switch (t->src.source) {
@@ -834,6 +1008,10 @@ static void refresh(struct task *t)
 		/* The next run is scheduled when this one ends. */
 		ev_timer_stop(t->d->srv->loop, &t->timer);
 		refresh_command(t);
+		break;
+	case SOURCE_ARM:
+		ev_timer_stop(t->d->srv->loop, &t->timer);
+		refresh_arm(t);
 		break;
 	default:
 		break;
@@ -870,7 +1048,12 @@ static struct task *task_new(struct discovery *d, const struct cfg_registry *r, 
 	t->src = r->discovery;
 	t->src.path = r->discovery.path ? strdup(r->discovery.path) : NULL;
 	t->src.command = NULL;
-	t->src.resource_id = t->src.arm_endpoint = t->src.imds_endpoint = t->src.client_id = NULL;
+	t->src.resource_id = r->discovery.resource_id ? strdup(r->discovery.resource_id) : NULL;
+	t->src.arm_endpoint = strdup(r->discovery.arm_endpoint ? r->discovery.arm_endpoint
+							       : "https://management.azure.com");
+	t->src.imds_endpoint = strdup(r->discovery.imds_endpoint ? r->discovery.imds_endpoint
+								 : "http://169.254.169.254");
+	t->src.client_id = r->discovery.client_id ? strdup(r->discovery.client_id) : NULL;
 	t->login = strdup(r->login_server.s);
 	t->state_dir = strdup(cfg->state_dir);
 	if (r->discovery.command) {
@@ -882,6 +1065,9 @@ static struct task *task_new(struct discovery *d, const struct cfg_registry *r, 
 			t->src.command[i] = strdup(r->discovery.command[i]);
 	}
 	if (!t->login || !t->state_dir || (r->discovery.path && !t->src.path) ||
+	    !t->src.arm_endpoint || !t->src.imds_endpoint ||
+	    (r->discovery.resource_id && !t->src.resource_id) ||
+	    (r->discovery.client_id && !t->src.client_id) ||
 	    (r->discovery.command && !t->src.command)) {
 		task_free(t);
 		return NULL;

@@ -48,6 +48,7 @@ class Daemon:
         self.conf = tmp_path / "acrdnsd.conf"
         self.logfile = tmp_path / "acrdnsd.log"
         self.proc = None
+        self.env = None
         self.write_config(config)
 
     def write_config(self, config):
@@ -62,8 +63,9 @@ class Daemon:
         for attempt in range(3):
             self.log_start = len(self.read_log())
             self.log = open(self.logfile, "ab")
+            env = dict(os.environ, **(self.env or {}))
             self.proc = subprocess.Popen([ACRDNSD, "-f", "-c", str(self.conf)],
-                                         stdout=self.log, stderr=self.log)
+                                         stdout=self.log, stderr=self.log, env=env)
             if not wait:
                 return self
             try:

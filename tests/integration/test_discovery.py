@@ -170,9 +170,80 @@ def test_restart_with_source_down_uses_saved_set(upstream, daemon, tmp_path):
     assert f"endpoint: {NORTH}" in out.stdout
 
 
-def test_config_rejects_unfinished_sources(tmp_path):
+def test_config_checks_arm_settings(tmp_path):
     conf = tmp_path / "a.conf"
     conf.write_text(f'upstreams = [ "192.0.2.1" ];\nregistries = ( {{ login_server = "{LOGIN}";\n'
-                    f'  discovery = {{ source = "arm"; resource_id = "/subscriptions/x"; }}; }} );\n')
+                    f'  discovery = {{ source = "arm"; resource_id = "subscriptions/x"; }}; }} );\n')
     out = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
-    assert out.returncode != 0 and "'arm' is not supported by this build yet" in out.stderr
+    assert out.returncode != 0 and "'resource_id' must be an ARM resource path" in out.stderr
+    conf.write_text(f'upstreams = [ "192.0.2.1" ];\nregistries = ( {{ login_server = "{LOGIN}";\n'
+                    f'  discovery = {{ source = "arm"; }}; }} );\n')
+    out = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert out.returncode != 0 and "needs 'resource_id'" in out.stderr
+
+
+@pytest.fixture
+def arm():
+    from armfake import ArmFake
+    fake = ArmFake()
+    yield fake
+    fake.close()
+
+
+def arm_source(arm, extra=""):
+    from armfake import RESOURCE
+    return (f'{{ source = "arm"; resource_id = "{RESOURCE}"; arm_endpoint = "{arm.url}"; '
+            f'imds_endpoint = "{arm.url}/"; interval = 5; timeout = 5; {extra} }}')
+
+
+def test_arm_source_with_throttling_and_errors(upstream, daemon, tmp_path, arm):
+    script_upstream(upstream, EAST, WEST)
+    arm.statuses = [429, 500]
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm, 'client_id = "1234-abcd";')))
+    assert d.wait_log("HTTP 429", timeout=3)
+    assert wait_for(lambda: allowed(d, EAST), timeout=12), d.read_log()[-2000:]
+    assert "HTTP 500" in d.read_log()
+    url, headers = arm.token_requests[0]
+    assert headers["Metadata"] == "true"
+    assert "client_id=1234-abcd" in url.query
+    assert f"resource=http%3A%2F%2F127.0.0.1%3A{arm.port}%2F" in url.query
+    # One token served every request: it is cached until shortly before expires_on.
+    assert arm.tokens == 1 and len(arm.resource_requests) == 3
+    # A replica added in Azure shows up at the next refresh.
+    arm.endpoints.append(WEST)
+    assert wait_for(lambda: allowed(d, WEST), timeout=8)
+
+
+def test_arm_token_expiring_is_renewed(upstream, daemon, tmp_path, arm):
+    script_upstream(upstream, EAST)
+    arm.token_lifetime = 60   # inside the renewal margin: every refresh asks again
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)))
+    assert wait_for(lambda: allowed(d, EAST), timeout=3)
+    assert wait_for(lambda: len(arm.resource_requests) >= 2, timeout=8)
+    assert arm.tokens >= 2
+
+
+def test_arm_401_fetches_a_fresh_token_once(upstream, daemon, tmp_path, arm):
+    script_upstream(upstream, EAST)
+    arm.statuses = [401]
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)))
+    assert wait_for(lambda: allowed(d, EAST), timeout=3)
+    assert arm.tokens == 2
+
+
+def test_imds_is_never_asked_through_a_proxy(upstream, daemon, tmp_path, arm):
+    script_upstream(upstream, EAST)
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)), start=False)
+    d.env = {"http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+             "https_proxy": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+    d.start()
+    assert wait_for(lambda: arm.tokens >= 1, timeout=3)
+    # ARM itself does follow the proxy setting; here the proxy is dead.
+    assert d.wait_log("ARM /subscriptions", timeout=5)
+
+
+def test_arm_tampered_resource_rejected(upstream, daemon, tmp_path, arm):
+    arm.endpoints = ["contoso.eastus.data.azurecr.io", "attacker.eastus.data.azurecr.io"]
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)))
+    assert d.wait_log("rejected whole: endpoint 'attacker.eastus.data.azurecr.io'", timeout=3)
+    assert d.query(EAST).rcode() == dns.rcode.NXDOMAIN
