@@ -183,7 +183,9 @@ int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
 	if (len < WIRE_HDR || len > sizeof(a->msg) || wire_get16(reply + 4) != 1)
 		return -1;
 	n = wire_name_read(reply, len, &pos, NULL);
-	if (n < 0 || pos + 4 > len)
+	/* An uncompressed question, so that a client's spelling of the same
+	 * name fits over it byte for byte. */
+	if (n < 0 || pos - WIRE_HDR != (size_t)n || pos + 4 > len)
 		return -1;
 	pos += 4;
 	/* The question is copied uncompressed at offset 12, as the client

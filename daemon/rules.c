@@ -240,18 +240,26 @@ int rules_add(struct rules *r, bool allow, const char *text, struct rule_origin 
 long rules_load_file(struct rules *r, const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "re");
-	char line[1024], why[300];
-	uint32_t lineno = 0;
-	long count = 0;
-	int src;
+	long n;
 
 	if (!f) {
 		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 		return -1;
 	}
+	n = rules_load_stream(r, f, path, err, errlen);
+	fclose(f);
+	return n;
+}
+
+long rules_load_stream(struct rules *r, FILE *f, const char *path, char *err, size_t errlen)
+{
+	char line[1024], why[300];
+	uint32_t lineno = 0;
+	long count = 0;
+	int src;
+
 	if ((src = rules_source(r, path)) < 0) {
 		snprintf(err, errlen, "%s: out of memory", path);
-		fclose(f);
 		return -1;
 	}
 	while (fgets(line, sizeof(line), f)) {
@@ -260,7 +268,6 @@ long rules_load_file(struct rules *r, const char *path, char *err, size_t errlen
 		if (!strchr(line, '\n') && !feof(f)) {
 			snprintf(err, errlen, "%s:%u: line is longer than %zu bytes", path, lineno,
 				 sizeof(line) - 2);
-			fclose(f);
 			return -1;
 		}
 		char *hash = strchr(line, '#');
@@ -274,28 +281,23 @@ long rules_load_file(struct rules *r, const char *path, char *err, size_t errlen
 		if (!allow && strcmp(verb, "deny") != 0) {
 			snprintf(err, errlen, "%s:%u: '%s' is not a rule; expected 'allow NAME' or 'deny NAME'",
 				 path, lineno, verb);
-			fclose(f);
 			return -1;
 		}
 		if (!name || extra) {
 			snprintf(err, errlen, "%s:%u: '%s' takes exactly one name", path, lineno, verb);
-			fclose(f);
 			return -1;
 		}
 		struct rule_origin o = { (uint16_t)src, lineno };
 		if (rules_add(r, allow, name, o, why, sizeof(why)) < 0) {
 			snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
-			fclose(f);
 			return -1;
 		}
 		count++;
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: read error", path);
-		fclose(f);
 		return -1;
 	}
-	fclose(f);
 	return count;
 }
 

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum rule_kind {
 	RULE_EXACT_ALLOW = 0,
@@ -73,6 +74,12 @@ int rules_set_local(struct rules *r, const uint8_t *name, size_t len, int32_t id
  * @return number of rules read, or -1
  */
 long rules_load_file(struct rules *r, const char *path, char *err, size_t errlen);
+
+/**
+ * Read rules from an open stream; name is used in messages and as the source.
+ * @return number of rules read, or -1 with err set
+ */
+long rules_load_stream(struct rules *r, FILE *f, const char *name, char *err, size_t errlen);
 
 /** @return the node for exactly this lowercase wire name, or NULL. */
 const struct rule_node *rules_find(const struct rules *r, const uint8_t *name, size_t len);

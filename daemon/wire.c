@@ -27,9 +27,10 @@ int wire_name_read(const uint8_t *msg, size_t len, size_t *pos, uint8_t *out)
 			if (end == 0)
 				end = p + 2;
 			size_t target = (size_t)((c & 0x3f) << 8 | msg[p + 1]);
-			/* Only backwards: a forward pointer is never needed and
-			 * allows loops that the hop limit would have to catch. */
-			if (target >= p)
+			/* Only backwards, and never into the header: a forward
+			 * pointer is never needed and allows loops, and the
+			 * header holds no name. */
+			if (target >= p || target < WIRE_HDR)
 				return -1;
 			p = target;
 			continue;
@@ -165,10 +166,10 @@ enum wire_query_status wire_query_parse(const uint8_t *msg, size_t len,
 		return WIRE_Q_DROP;
 	if (wire_get16(msg + 4) != 1)
 		return WIRE_Q_FORMERR;
-	/* The question comes first, so a pointer in it can only be bogus;
-	 * wire_name_read refuses it (a pointer must point backwards). */
+	/* The question comes first, so a pointer in it can only be bogus:
+	 * its name must take exactly its own bytes. */
 	n = wire_name_read(msg, len, &pos, q->qname);
-	if (n < 0 || pos + 4 > len)
+	if (n < 0 || pos - WIRE_HDR != (size_t)n || pos + 4 > len)
 		return WIRE_Q_FORMERR;
 	memcpy(q->qname_raw, msg + WIRE_HDR, (size_t)n);
 	q->qname_len = (uint16_t)n;

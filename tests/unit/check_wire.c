@@ -37,6 +37,10 @@ START_TEST(name_read_rejects_bad_names)
 	msg[12] = 0xc0; msg[13] = 12;
 	pos = 12;
 	ck_assert_int_eq(wire_name_read(msg, 14, &pos, out), -1);
+	/* pointer into the header */
+	msg[12] = 0xc0; msg[13] = 2;
+	pos = 12;
+	ck_assert_int_eq(wire_name_read(msg, 14, &pos, out), -1);
 	/* forward pointer */
 	msg[12] = 0xc0; msg[13] = 20;
 	pos = 12;
@@ -138,6 +142,11 @@ START_TEST(query_parse_cases)
 	ck_assert_int_eq(wire_query_parse(buf, len, &q), WIRE_Q_NOTIMP);
 	len = make_query(buf, 0x0100, 2, NULL);
 	ck_assert_int_eq(wire_query_parse(buf, len, &q), WIRE_Q_FORMERR);
+	/* found by fuzz_query: a question that is a pointer (here back to the
+	 * question itself, at 12, from a name placed after a first label) */
+	static const uint8_t ptrq[] = { 0xab, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+					1, 'a', 0xc0, 12, 0, 1, 0, 1 };
+	ck_assert_int_eq(wire_query_parse(ptrq, sizeof(ptrq), &q), WIRE_Q_FORMERR);
 	/* EDNS 0, size 4096, DO */
 	len = make_query(buf, 0x0100, 1, "0000291000000080000000");
 	ck_assert_int_eq(wire_query_parse(buf, len, &q), WIRE_Q_OK);
