@@ -21,6 +21,7 @@
 #include "listener.h"
 #include "log.h"
 #include "policy.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "upstream.h"
 #include "wire.h"
@@ -38,6 +39,18 @@ static void usage(FILE *f)
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          this text\n",
 		CONFIG_DEFAULT_PATH);
+}
+
+/** A new limiter when the limits changed (buckets start full again). */
+static void apply_rate_limit(struct server *s, const struct config *old, const struct config *cfg)
+{
+	if (old && old->rate_limit.qps == cfg->rate_limit.qps &&
+	    old->rate_limit.burst == cfg->rate_limit.burst)
+		return;
+	ratelimit_free(s->rl);
+	s->rl = NULL;
+	if (cfg->rate_limit.qps && !(s->rl = ratelimit_new(cfg->rate_limit.qps, cfg->rate_limit.burst, 65536)))
+		log_err("rate_limit: out of memory; queries are not limited");
 }
 
 static void apply_settings(struct server *s, const struct config *cfg)
@@ -145,6 +158,7 @@ static void reload(struct server *s)
 		log_err("reload: %s", err);
 	cache_set_limit(s->cache, cfg->cache_size);
 	apply_settings(s, cfg);
+	apply_rate_limit(s, s->cfg, cfg);
 	policy_free(s->policy); /* before its configuration: it borrows the local names */
 	config_free(s->cfg);
 	s->cfg = cfg;
@@ -342,6 +356,7 @@ int main(int argc, char **argv)
 	s->policy = policy;
 	s->policy_gen = 1;
 	apply_settings(s, cfg);
+	apply_rate_limit(s, NULL, cfg);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	if (!(s->cache = cache_new(cfg->cache_size)) || !(s->up = upstream_new(s))) {
@@ -389,6 +404,7 @@ int main(int argc, char **argv)
 		listener_close(l);
 	}
 	cache_free(s->cache);
+	ratelimit_free(s->rl);
 	policy_free(s->policy);
 	config_free(s->cfg);
 	ev_loop_destroy(s->loop);

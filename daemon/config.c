@@ -24,8 +24,10 @@
 const char *const config_keys[] = {
 	"listen", "access", "upstreams", "mode", "deny_response", "deny_ttl",
 	"rules", "allow", "deny", "local", "registries", "cache", "state_dir",
-	"control_socket", "log",
+	"control_socket", "log", "rate_limit", "tcp",
 	/* groups' members, as "group.key" */
+	"rate_limit.qps", "rate_limit.burst", "rate_limit.action", "rate_limit.exempt",
+	"tcp.max_connections", "tcp.max_per_client", "tcp.idle_timeout",
 	"cache.size", "cache.min_ttl", "cache.max_ttl", "cache.negative_ttl",
 	"cache.stale_ttl", "log.level", "log.queries",
 	"local.name", "local.addresses", "local.ttl",
@@ -439,6 +441,77 @@ static int load_cache(struct loader *ld, struct config *cfg, const config_settin
 	return 0;
 }
 
+static int load_rate_limit(struct loader *ld, struct config *cfg, const config_setting_t *g)
+{
+	static const char *const keys[] = { "qps", "burst", "action", "exempt", NULL };
+	static const char *const actions[] = { "refuse", "drop", NULL };
+	const config_setting_t *s;
+	int a;
+
+	if (!config_setting_is_group(g))
+		return fail(ld, g, "'rate_limit' must be a group { qps = ...; burst = ...; }");
+	if (check_keys(ld, g, "rate_limit", keys) < 0)
+		return -1;
+	if (!(s = config_setting_get_member(g, "qps")))
+		return fail(ld, g, "'rate_limit' needs 'qps'");
+	if (get_uint(ld, s, 10000000, &cfg->rate_limit.qps) < 0)
+		return -1;
+	if (cfg->rate_limit.qps == 0)
+		return fail(ld, s, "'qps' must be at least 1 (leave 'rate_limit' out for no limit)");
+	cfg->rate_limit.burst = cfg->rate_limit.qps * 2;
+	if ((s = config_setting_get_member(g, "burst")) &&
+	    get_uint(ld, s, 100000000, &cfg->rate_limit.burst) < 0)
+		return -1;
+	if (cfg->rate_limit.burst == 0)
+		return fail(ld, s, "'burst' must be at least 1");
+	if ((s = config_setting_get_member(g, "action"))) {
+		if (load_enum(ld, s, actions, &a) < 0)
+			return -1;
+		cfg->rate_limit.drop = a == 1;
+	}
+	if ((s = config_setting_get_member(g, "exempt"))) {
+		struct cfg_str *list = NULL;
+		size_t n = 0;
+		int rc = get_str_list(ld, s, &list, &n);
+		if (rc == 0 && !(cfg->rate_limit.exempt = xcalloc(n, sizeof(struct cfg_net))))
+			rc = fail(ld, s, "out of memory");
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			if (config_parse_net(list[i].s, &cfg->rate_limit.exempt[i]) < 0)
+				rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
+					  "'%s' is not a network (address/prefix)", list[i].s);
+		cfg->rate_limit.n_exempt = n;
+		for (size_t i = 0; i < n; i++)
+			free(list[i].s);
+		free(list);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int load_tcp(struct loader *ld, struct config *cfg, const config_setting_t *g)
+{
+	static const char *const keys[] = { "max_connections", "max_per_client", "idle_timeout", NULL };
+	const config_setting_t *s;
+
+	if (!config_setting_is_group(g))
+		return fail(ld, g, "'tcp' must be a group { max_connections = ...; }");
+	if (check_keys(ld, g, "tcp", keys) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "max_connections")) &&
+	    get_uint(ld, s, 65536, &cfg->tcp_max_connections) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "max_per_client")) &&
+	    get_uint(ld, s, 65536, &cfg->tcp_max_per_client) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "idle_timeout")) &&
+	    get_uint(ld, s, 3600, &cfg->tcp_idle_timeout) < 0)
+		return -1;
+	if (cfg->tcp_max_connections == 0 || cfg->tcp_max_per_client == 0 || cfg->tcp_idle_timeout == 0)
+		return fail(ld, g, "'tcp' limits must be at least 1");
+	return 0;
+}
+
 static int load_log(struct loader *ld, struct config *cfg, const config_setting_t *g)
 {
 	static const char *const keys[] = { "level", "queries", NULL };
@@ -742,6 +815,10 @@ static int load_root(struct loader *ld, struct config *cfg, const config_setting
 		return -1;
 	if ((s = config_setting_get_member(root, "log")) && load_log(ld, cfg, s) < 0)
 		return -1;
+	if ((s = config_setting_get_member(root, "rate_limit")) && load_rate_limit(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "tcp")) && load_tcp(ld, cfg, s) < 0)
+		return -1;
 	if ((s = config_setting_get_member(root, "state_dir"))) {
 		if (get_string(ld, s, &v) < 0)
 			return -1;
@@ -788,6 +865,9 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	cfg->control_socket = xstrdup(RUNSTATEDIR "/acrdns/control.sock");
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_queries = QLOG_DENIED;
+	cfg->tcp_max_connections = 512;
+	cfg->tcp_max_per_client = 32;
+	cfg->tcp_idle_timeout = 10;
 	if (!cfg->path || !cfg->dir || !cfg->state_dir || !cfg->control_socket) {
 		snprintf(err, errlen, "%s: out of memory", path);
 		config_free(cfg);
@@ -860,5 +940,6 @@ void config_free(struct config *cfg)
 	free(cfg->registries);
 	free(cfg->state_dir);
 	free(cfg->control_socket);
+	free(cfg->rate_limit.exempt);
 	free(cfg);
 }

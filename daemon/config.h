@@ -104,6 +104,16 @@ struct config {
 	uint32_t min_ttl, max_ttl, negative_ttl, stale_ttl;
 	char *state_dir;
 	char *control_socket;
+	struct {
+		uint32_t qps;               /**< 0: no limit */
+		uint32_t burst;
+		bool drop;                  /**< drop instead of REFUSED */
+		struct cfg_net *exempt;
+		size_t n_exempt;
+	} rate_limit;
+	uint32_t tcp_max_connections;
+	uint32_t tcp_max_per_client;
+	uint32_t tcp_idle_timeout;      /**< seconds */
 	enum log_level log_level;
 	enum cfg_query_log log_queries;
 };

@@ -19,9 +19,7 @@
 #include "server.h"
 
 #define UDP_BATCH 32
-#define TCP_MAX_CONNS 512
 #define TCP_MAX_PENDING 64
-#define TCP_IDLE_SECONDS 10.0
 #define TCP_WBUF_MAX (512 * 1024)
 #define TCP_RBUF (65535 + 2)
 
@@ -31,7 +29,11 @@ struct tcp_conn {
 	int fd;
 	ev_io rio, wio;
 	ev_timer idle;
-	ev_tstamp last_active;
+	ev_tstamp idle_timeout;
+	/* Accept, a whole query read, or answer bytes written: a client that
+	 * trickles a query a byte at a time, or does not read its answers,
+	 * makes no progress and is closed at idle_timeout. */
+	ev_tstamp last_progress;
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	uint8_t *rbuf;
@@ -335,7 +337,7 @@ static void conn_flush(struct tcp_conn *c)
 		}
 		memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
 		c->wlen -= (size_t)n;
-		c->last_active = ev_now(c->srv->loop);
+		c->last_progress = ev_now(c->srv->loop);
 	}
 	ev_io_stop(c->srv->loop, &c->wio);
 	conn_maybe_finish(c);
@@ -358,6 +360,7 @@ static void conn_read_messages(struct tcp_conn *c)
 			break;
 		struct reply_to rt = { .tcp = c, .peer = c->peer, .peer_len = c->peer_len };
 		c->srv->stats.queries_tcp++;
+		c->last_progress = ev_now(c->srv->loop);
 		/* The message is handled in place; query_handle copies what it keeps. */
 		query_handle(c->srv, c->rbuf + off + 2, mlen, &rt);
 		off += 2 + mlen;
@@ -398,7 +401,6 @@ static void tcp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	c->rlen += (size_t)n;
-	c->last_active = ev_now(c->srv->loop);
 	c->refs++; /* the connection may close while its messages are handled */
 	conn_read_messages(c);
 	if (--c->refs == 0)
@@ -408,15 +410,29 @@ static void tcp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void tcp_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct tcp_conn *c = w->data;
-	ev_tstamp after = c->last_active + TCP_IDLE_SECONDS - ev_now(loop);
+	ev_tstamp after = c->last_progress + c->idle_timeout - ev_now(loop);
 	(void)revents;
 
-	if (c->pending == 0 && after <= 0) {
+	/* Only a connection whose queries all wait for upstream, with nothing
+	 * half-read or unsent, outlives its timeout (upstream's deadline ends that). */
+	if (after <= 0 && (c->pending == 0 || c->wlen > 0 || c->rlen > 0)) {
 		conn_close(c);
 		return;
 	}
-	w->repeat = after > 0.1 ? after : TCP_IDLE_SECONDS;
+	w->repeat = after > 0.1 ? after : c->idle_timeout;
 	ev_timer_again(loop, w);
+}
+
+/** Same client address (the port does not matter). */
+static bool peer_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -431,7 +447,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
-		if (l->srv->tcp_conns >= TCP_MAX_CONNS) {
+		const struct config *cfg = l->srv->cfg;
+		unsigned same = 0;
+		for (struct tcp_conn *o = conns.next; o != &conns; o = o->next)
+			same += peer_equal(&o->peer, &peer);
+		if (l->srv->tcp_conns >= cfg->tcp_max_connections || same >= cfg->tcp_max_per_client) {
 			l->srv->stats.tcp_refused++;
 			close(fd);
 			continue;
@@ -447,10 +467,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		c->peer = peer;
 		c->peer_len = plen;
 		c->refs = 1;
-		c->last_active = ev_now(loop);
+		c->last_progress = ev_now(loop);
+		c->idle_timeout = cfg->tcp_idle_timeout;
 		ev_io_init(&c->rio, tcp_read_cb, fd, EV_READ);
 		ev_io_init(&c->wio, tcp_write_cb, fd, EV_WRITE);
-		ev_timer_init(&c->idle, tcp_idle_cb, TCP_IDLE_SECONDS, TCP_IDLE_SECONDS);
+		ev_timer_init(&c->idle, tcp_idle_cb, c->idle_timeout, c->idle_timeout);
 		c->rio.data = c->wio.data = c->idle.data = c;
 		ev_io_start(loop, &c->rio);
 		ev_timer_start(loop, &c->idle);

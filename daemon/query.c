@@ -13,6 +13,7 @@
 #include "listener.h"
 #include "log.h"
 #include "query.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -84,6 +85,14 @@ static bool access_allowed(const struct config *cfg, const struct sockaddr_stora
 {
 	for (size_t i = 0; i < cfg->n_access; i++)
 		if (config_net_contains(&cfg->access[i], (const struct sockaddr *)peer))
+			return true;
+	return false;
+}
+
+static bool rate_exempt(const struct config *cfg, const struct sockaddr_storage *peer)
+{
+	for (size_t i = 0; i < cfg->rate_limit.n_exempt; i++)
+		if (config_net_contains(&cfg->rate_limit.exempt[i], (const struct sockaddr *)peer))
 			return true;
 	return false;
 }
@@ -195,6 +204,13 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	if (!access_allowed(s->cfg, &rt->peer)) {
 		s->stats.refused_access++;
 		reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
+		return;
+	}
+	if (s->rl && !rate_exempt(s->cfg, &rt->peer) &&
+	    !ratelimit_allow(s->rl, (const struct sockaddr *)&rt->peer, server_now_ms())) {
+		s->stats.rate_limited++;
+		if (!s->cfg->rate_limit.drop)
+			reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
 		return;
 	}
 	switch (st) {

@@ -28,6 +28,7 @@ struct server {
 	struct cache_ttl ttl;
 	struct upstreams *up;
 	struct discovery *disc;
+	struct ratelimit *rl;         /**< NULL: no rate limit */
 	struct listener *listeners;
 	unsigned tcp_conns;
 	struct stats stats;

@@ -19,7 +19,8 @@ struct stats {
 	uint64_t merged;              /**< joined an identical question in flight */
 	uint64_t upstream_sent, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t upstream_bogus;      /**< replies dropped: wrong ID, question or garbage */
-	uint64_t tcp_refused;         /**< connections closed at the cap */
+	uint64_t tcp_refused;         /**< connections closed at a cap */
+	uint64_t rate_limited;
 	uint64_t send_errors;
 };
 
