@@ -66,6 +66,16 @@ static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (a->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (type == SOCK_DGRAM) {
+		/* Bursts of queries must not overflow the default ~200 KiB
+		 * buffers; root may exceed rmem_max/wmem_max, others get what
+		 * the kernel allows. */
+		int size = 4 * 1024 * 1024;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
+			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	}
 	if (type == SOCK_DGRAM && wildcard) {
 		if (a->ss.ss_family == AF_INET)
 			setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));

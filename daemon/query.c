@@ -125,14 +125,13 @@ static size_t put_soa(uint8_t *out, size_t len, uint32_t ttl)
 }
 
 static void answer_deny(struct server *s, const struct reply_to *rt, const struct wire_query *q,
-			const struct policy_decision *d, const char *rule)
+			const char *rule)
 {
 	static const uint16_t rcodes[] = { LDNS_RCODE_NXDOMAIN, LDNS_RCODE_NOERROR,
 					   LDNS_RCODE_REFUSED };
 	char ede[200];
 	enum cfg_deny_response how = s->cfg->deny_response;
 	size_t len = wire_reply_begin(s->out, q, rcodes[how]);
-	(void)d;
 
 	if (how != DENY_REFUSED) {
 		wire_put16(s->out + 2, wire_get16(s->out + 2) | WIRE_AA);
@@ -270,7 +269,7 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 		s->stats.denied++;
 		if (s->cfg->log_queries != QLOG_DENIED && s->cfg->log_queries != QLOG_ALL)
 			policy_describe(s->policy, &d, rule, sizeof(rule));
-		answer_deny(s, rt, &q, &d, rule);
+		answer_deny(s, rt, &q, rule);
 		return;
 	case VERDICT_ALLOW:
 		s->stats.allowed++;
@@ -371,7 +370,7 @@ void query_deny_chain(struct server *s, struct query_client *c, const struct pol
 	s->stats.cname_denied++;
 	if (s->cfg->log_queries != QLOG_NONE)
 		log_decision(s, &c->rt, &c->q, d, rule, via);
-	answer_deny(s, &c->rt, &c->q, d, rule);
+	answer_deny(s, &c->rt, &c->q, rule);
 	client_done(c);
 }
 

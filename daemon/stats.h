@@ -21,6 +21,7 @@ struct stats {
 	uint64_t upstream_bogus;      /**< replies dropped: wrong ID, question or garbage */
 	uint64_t tcp_refused;         /**< connections closed at a cap */
 	uint64_t rate_limited;
+	uint64_t inflight_full;       /**< SERVFAIL because UPSTREAM_MAX_INFLIGHT were waiting */
 	uint64_t send_errors;
 };
 

@@ -498,7 +498,11 @@ static int bind_random_port(int fd, int family)
 	return 0; /* connect() binds an ephemeral port, also random on Linux */
 }
 
-/** Start one attempt to addr. @return false when no socket could be had. */
+/**
+ * Start one attempt to addr.  A connect() that fails at once still takes
+ * the slot, closed, so it counts as a try of that server.
+ * @return false when no socket could be had at all
+ */
 static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool tcp)
 {
 	struct server *s = f->u->srv;
@@ -521,7 +525,8 @@ static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool 
 	if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
 		close(fd);
 		s->stats.upstream_errors++;
-		return true; /* counted as a failed attempt, not fatal */
+		f->n_att++;
+		return true;
 	}
 	a->fd = fd;
 	a->sent = ev_now(s->loop);
@@ -590,15 +595,10 @@ static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_a
 		const struct cfg_addr *addr = tcp ? tcp_addr : pick_server(f, now);
 		if (!addr)
 			return false;
-		int before = f->n_att;
 		if (!attempt_start(f, addr, tcp))
 			return attempts_open(f);
-		if (f->n_att == before) {
-			/* connect failed at once; count it as a try of that server */
-			f->att[f->n_att].fd = -1;
-			f->att[f->n_att].addr = *addr;
-			f->n_att++;
-			tcp = false;
+		if (f->att[f->n_att - 1].fd < 0) {
+			tcp = false; /* connect failed at once: on to the next server */
 			continue;
 		}
 		int tries = 0;
@@ -840,6 +840,11 @@ void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct q
 		f->clients = c;
 		if (f->stale_served)
 			answer_stale(f, false);
+		return;
+	}
+	if (u->count >= UPSTREAM_MAX_INFLIGHT) {
+		s->stats.inflight_full++;
+		query_fail(s, c);
 		return;
 	}
 	if (u->n == 0 || !(f = calloc(1, sizeof(*f)))) {

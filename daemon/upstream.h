@@ -25,6 +25,13 @@ struct upstreams;
 #define UPSTREAM_PATIENCE 1.8
 /** Give up and answer SERVFAIL (or stale) this long after the question. */
 #define UPSTREAM_DEADLINE 3.0
+/**
+ * Most questions in flight at once.  Each holds up to eight sockets for up
+ * to UPSTREAM_DEADLINE; past this a new question gets SERVFAIL (or a stale
+ * answer) at once, so a flood of unique names at a dead upstream cannot
+ * exhaust memory or file descriptors.
+ */
+#define UPSTREAM_MAX_INFLIGHT 10000
 
 /** @return the upstream state for a server, or NULL when out of memory. */
 struct upstreams *upstream_new(struct server *srv);
