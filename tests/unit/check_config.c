@@ -136,6 +136,44 @@ START_TEST(errors)
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { login_server = \"contoso.azurecr.io\";\n"
 		     "  discovery = { source = \"file\"; }; } );\n", 3, "needs 'path'");
 	expect_error("upstreams = [ \"192.0.2.1\" ;\nmode = \"filter\";\n", 1, "syntax error");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nrate_limit = { burst = 5; };\n", 2, "'rate_limit' needs 'qps'");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nrate_limit = { qps = 0; };\n", 2, "'qps' must be at least 1");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nrate_limit = { qps = 5; action = \"tarpit\"; };\n", 2,
+		     "expected refuse | drop");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nrate_limit = { qps = 5; exempt = [ \"10/8\" ]; };\n", 2,
+		     "'10/8' is not a network");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nrate_limit = 5;\n", 2, "'rate_limit' must be a group");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\ntcp = { max_per_client = 0; };\n", 2, "limits must be at least 1");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\ntcp = { timeout = 5; };\n", 2, "unknown key 'timeout' in tcp");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\ncache = 5;\n", 2, "'cache' must be a group");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nlog = { level = 3; };\n", 2, "'level' must be a string");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\ncontrol_socket = \"run/x.sock\";\n", 2,
+		     "'control_socket' must be an absolute path");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\ndeny_ttl = 100000;\n", 2, "'deny_ttl' must be between 0 and 86400");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nlocal = ( { name = \"a.lab\"; addresses = [ \"10.0.0.1\" ]; },\n"
+		     "          { name = \"A.lab.\"; addresses = [ \"10.0.0.2\" ]; } );\n", 3, "is already a local name (line 2)");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nlocal = ( { name = \"*.lab\"; addresses = [ \"10.0.0.1\" ]; } );\n",
+		     2, "is not a domain name");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { data_endpoints = [ ]; } );\n", 2,
+		     "registry needs a 'login_server'");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { login_server = \"contoso.azurecr.io\"; },\n"
+		     "  { login_server = \"Contoso.azurecr.io\"; } );\n", 3, "is already configured (line 2)");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { login_server = \"contoso.azurecr.io\";\n"
+		     "  discovery = { source = \"file\"; path = \"/x\"; interval = 1; }; } );\n", 3, "at least 5 seconds");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { login_server = \"contoso.azurecr.io\";\n"
+		     "  discovery = { source = \"command\"; }; } );\n", 3, "needs 'command'");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { login_server = \"contoso.azurecr.io\";\n"
+		     "  discovery = { source = \"command\"; command = [ ]; }; } );\n", 3, "needs at least the program");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { login_server = \"contoso.azurecr.io\";\n"
+		     "  discovery = { source = \"arm\"; resource_id = \"/subscriptions/x\"; arm_endpoint = \"ftp://x\"; }; } );\n",
+		     3, "is not an http:// or https:// URL");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( { login_server = \"contoso.azurecr.io\";\n"
+		     "  discovery = { source = \"file\"; path = \"/x\"; colour = \"blue\"; }; } );\n", 3,
+		     "unknown key 'colour' in discovery");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nregistries = ( \"contoso.azurecr.io\" );\n", 2,
+		     "each registry must be a group");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nallow = \"a.example\";\n", 2, "'allow' must be a list of strings");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nrules = [ 7 ];\n", 2, "'rules' must be a list of strings");
 }
 END_TEST
 
