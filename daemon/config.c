@@ -309,19 +309,20 @@ static int load_addrs(struct loader *ld, const config_setting_t *s, struct cfg_a
 	return rc;
 }
 
-static int load_access(struct loader *ld, struct config *cfg, const config_setting_t *s)
+/** A list of networks ("10.0.0.0/8"), for access and rate-limit exemptions. */
+static int load_nets(struct loader *ld, const config_setting_t *s, struct cfg_net **out, size_t *count)
 {
 	struct cfg_str *list = NULL;
 	size_t n = 0;
 	int rc = get_str_list(ld, s, &list, &n);
 
-	if (rc == 0 && !(cfg->access = xcalloc(n, sizeof(*cfg->access))))
+	if (rc == 0 && !(*out = xcalloc(n, sizeof(**out))))
 		rc = fail(ld, s, "out of memory");
 	for (size_t i = 0; rc == 0 && i < n; i++)
-		if (config_parse_net(list[i].s, &cfg->access[i]) < 0)
+		if (config_parse_net(list[i].s, &(*out)[i]) < 0)
 			rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
 				  "'%s' is not a network (address/prefix)", list[i].s);
-	cfg->n_access = n;
+	*count = n;
 	for (size_t i = 0; i < n; i++)
 		free(list[i].s);
 	free(list);
@@ -469,23 +470,9 @@ static int load_rate_limit(struct loader *ld, struct config *cfg, const config_s
 			return -1;
 		cfg->rate_limit.drop = a == 1;
 	}
-	if ((s = config_setting_get_member(g, "exempt"))) {
-		struct cfg_str *list = NULL;
-		size_t n = 0;
-		int rc = get_str_list(ld, s, &list, &n);
-		if (rc == 0 && !(cfg->rate_limit.exempt = xcalloc(n, sizeof(struct cfg_net))))
-			rc = fail(ld, s, "out of memory");
-		for (size_t i = 0; rc == 0 && i < n; i++)
-			if (config_parse_net(list[i].s, &cfg->rate_limit.exempt[i]) < 0)
-				rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
-					  "'%s' is not a network (address/prefix)", list[i].s);
-		cfg->rate_limit.n_exempt = n;
-		for (size_t i = 0; i < n; i++)
-			free(list[i].s);
-		free(list);
-		if (rc < 0)
-			return -1;
-	}
+	if ((s = config_setting_get_member(g, "exempt")) &&
+	    load_nets(ld, s, &cfg->rate_limit.exempt, &cfg->rate_limit.n_exempt) < 0)
+		return -1;
 	return 0;
 }
 
@@ -771,7 +758,7 @@ static int load_root(struct loader *ld, struct config *cfg, const config_setting
 		cfg->n_listen = 2;
 	}
 	if ((s = config_setting_get_member(root, "access"))) {
-		if (load_access(ld, cfg, s) < 0)
+		if (load_nets(ld, s, &cfg->access, &cfg->n_access) < 0)
 			return -1;
 	} else {
 		cfg->access = xcalloc(2, sizeof(*cfg->access));

@@ -17,6 +17,7 @@ set -euo pipefail
 DUR=${1:-10}
 RATE=${2:-20000}
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 top=$(cd "$here/../.." && pwd)
 ACRDNSD=${ACRDNSD:-$top/daemon/acrdnsd}
 for tool in dnsperf unbound dnsmasq; do
@@ -34,54 +35,14 @@ trap cleanup EXIT
 UP=25353 ACR=25354 UNB=25355 DMQ=25356
 
 # ---- the shared upstream ----
-cat > "$work/upstream.conf" <<CONF
-server:
-  interface: 127.0.0.1@$UP
-  port: $UP
-  num-threads: 1
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  directory: "$work"
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  access-control: 127.0.0.0/8 allow
-  local-zone: "bench.lan." redirect
-  local-data: "bench.lan. 3600 IN A 192.0.2.1"
-  local-data: "bench.lan. 3600 IN AAAA 2001:db8::1"
-remote-control:
-  control-enable: no
-CONF
+upstream_conf $UP "$work" > "$work/upstream.conf"
 unbound -d -c "$work/upstream.conf" & pids+=($!)
 
 # ---- the peers ----
-cat > "$work/unbound.conf" <<CONF
-server:
-  interface: 127.0.0.1@$UNB
-  port: $UNB
-  num-threads: 1
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  directory: "$work"
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  access-control: 127.0.0.0/8 allow
-  do-not-query-localhost: no
-  module-config: "iterator"
-  msg-cache-size: 64m
-  rrset-cache-size: 64m
-  qname-minimisation: no
-forward-zone:
-  name: "."
-  forward-addr: 127.0.0.1@$UP
-remote-control:
-  control-enable: no
-CONF
+{ unbound_conf $UNB "$work" 'do-not-query-localhost: no' 'module-config: "iterator"' \
+	'msg-cache-size: 64m' 'rrset-cache-size: 64m' 'qname-minimisation: no'
+  printf 'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@%s\nremote-control:\n  control-enable: no\n' $UP
+} > "$work/unbound.conf"
 unbound -d -c "$work/unbound.conf" & pids+=($!); UNB_PID=$!
 
 dnsmasq -k -C /dev/null -p $DMQ --listen-address=127.0.0.1 --bind-interfaces --no-resolv \

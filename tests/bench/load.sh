@@ -12,6 +12,7 @@ set -euo pipefail
 DUR=${1:-60}
 RELOAD=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 top=$(cd "$here/../.." && pwd)
 ACRDNSD=${ACRDNSD:-$top/daemon/acrdnsd}
 PATH=$PATH:/usr/sbin
@@ -25,26 +26,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 UP=25363 ACR=25364
 
-cat > "$work/upstream.conf" <<CONF
-server:
-  interface: 127.0.0.1@$UP
-  port: $UP
-  num-threads: 1
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  directory: "$work"
-  pidfile: ""
-  use-syslog: no
-  verbosity: 0
-  access-control: 127.0.0.0/8 allow
-  local-zone: "bench.lan." redirect
-  local-data: "bench.lan. 3600 IN A 192.0.2.1"
-  local-zone: "azurecr.io." redirect
-  local-data: "azurecr.io. 3600 IN A 192.0.2.2"
-remote-control:
-  control-enable: no
-CONF
+upstream_conf $UP "$work" > "$work/upstream.conf"
 unbound -d -c "$work/upstream.conf" & pids+=($!)
 
 disc() { # endpoints for the discovery file
