@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "check_suites.h"
@@ -208,6 +209,32 @@ START_TEST(addresses_and_networks)
 }
 END_TEST
 
+/* Every key the loader knows is in acrdnsd.conf(5): a new key without its
+ * manual entry fails the build's tests. */
+START_TEST(every_key_documented)
+{
+	const char *srcdir = getenv("ACRDNS_SRCDIR");
+	char path[4096];
+	static char man[65536];
+
+	snprintf(path, sizeof(path), "%s/man/acrdnsd.conf.5", srcdir ? srcdir : ".");
+	FILE *f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot read %s", path);
+	size_t n = fread(man, 1, sizeof(man) - 1, f);
+	fclose(f);
+	man[n] = '\0';
+	for (const char *const *k = config_keys; *k; k++) {
+		const char *key = strchr(*k, '.') ? strchr(*k, '.') + 1 : *k;
+		char bold[128];
+		snprintf(bold, sizeof(bold), ".B %s", key);
+		bool found = strstr(man, bold) != NULL;
+		snprintf(bold, sizeof(bold), ".BR %s ", key);
+		found |= strstr(man, bold) != NULL;
+		ck_assert_msg(found, "configuration key '%s' is not in acrdnsd.conf(5)", *k);
+	}
+}
+END_TEST
+
 Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -216,6 +243,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, full_example);
 	tcase_add_test(tc, errors);
 	tcase_add_test(tc, addresses_and_networks);
+	tcase_add_test(tc, every_key_documented);
 	suite_add_tcase(s, tc);
 	return s;
 }
