@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "discovery.h"
@@ -240,6 +242,17 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 		printf("), %zu data endpoints (configured and saved in %s)\n", r->n_endpoints, cfg->state_dir);
 		for (size_t j = 0; j < r->n_endpoints; j++)
 			printf("  endpoint: %s\n", r->endpoints[j]);
+		if (d->source != SOURCE_STATIC) {
+			/* This process has not run the source: the saved state tells the
+			 * last success; the running daemon reports the rest on SIGUSR1. */
+			char state[4096], when[64] = "never";
+			struct stat st;
+			snprintf(state, sizeof(state), "%s/%s.json", cfg->state_dir, r->login_server);
+			if (stat(state, &st) == 0)
+				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&st.st_mtime));
+			printf("  last success: %s (%s); last error and next refresh: SIGUSR1 to the "
+			       "running daemon\n", when, state);
+		}
 		if (r->n_endpoints == 0)
 			printf("  warning: no dedicated data endpoints: pulls need *.blob.core.windows.net, "
 			       "which stays denied; enable them with "
