@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "discovery.h"
 #include "hash.h"
 #include "listener.h"
@@ -135,29 +136,31 @@ static void rebuild_policy(struct server *s)
 	s->policy_gen++;
 }
 
-static void reload(struct server *s)
+/**
+ * Build a whole new configuration and policy and swap them in, keeping the
+ * cache; on any error nothing changes.
+ * @return 0, or -1 with the reason in err (also logged)
+ */
+static int reload(struct server *s, char *err, size_t errlen)
 {
-	char err[1024];
-	struct config *cfg = config_load(s->cfg->path, err, sizeof(err));
+	struct config *cfg = config_load(s->cfg->path, err, errlen);
 	struct policy *p;
 
-	if (!cfg) {
-		log_err("reload failed, the running configuration stays: %s", err);
-		return;
-	}
-	if (!(p = policy_new(cfg, discovery_endpoints(s->disc, cfg), err, sizeof(err)))) {
-		log_err("reload failed, the running configuration stays: %s", err);
+	if (!cfg)
+		goto failed;
+	if (!(p = policy_new(cfg, discovery_endpoints(s->disc, cfg), err, errlen))) {
 		config_free(cfg);
-		return;
+		goto failed;
 	}
 	if (reconcile_listeners(s, cfg) < 0) {
-		log_err("reload failed, the running configuration stays: cannot open a listener");
+		snprintf(err, errlen, "cannot open a listener (see the log)");
 		policy_free(p);
 		config_free(cfg);
-		return;
+		goto failed;
 	}
-	if (upstream_configure(s->up, cfg, err, sizeof(err)) < 0)
-		log_err("reload: %s", err);
+	char uerr[512];
+	if (upstream_configure(s->up, cfg, uerr, sizeof(uerr)) < 0)
+		log_err("reload: %s", uerr);
 	cache_set_limit(s->cache, cfg->cache_size);
 	apply_settings(s, cfg);
 	apply_rate_limit(s, s->cfg, cfg);
@@ -167,16 +170,22 @@ static void reload(struct server *s)
 	s->policy = p;
 	s->policy_gen++;
 	discovery_configure(s->disc, cfg);
+	control_configure(s->ctl, cfg);
 	log_notice("configuration reloaded: %zu rules, %zu upstream servers",
 		   rules_count(p->rules), upstream_count(s->up));
+	return 0;
+failed:
+	log_err("reload failed, the running configuration stays: %s", err);
+	return -1;
 }
 
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)loop;
 	(void)revents;
+	char err[1024];
 	log_notice("SIGHUP: reloading %s", ((struct server *)w->data)->cfg->path);
-	reload(w->data);
+	reload(w->data, err, sizeof(err));
 }
 
 static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -186,10 +195,18 @@ static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
-static void report_line(void *arg, const char *line)
+static void report_discovery(void *arg, const struct discovery_info *i)
 {
+	char when[64] = "never", list[1024] = "";
+	size_t n = 0;
 	(void)arg;
-	log_notice("discovery %s", line);
+
+	if (i->last_success)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&i->last_success));
+	for (char *const *e = i->endpoints; e && *e && n < sizeof(list); e++)
+		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", n ? "," : "", *e);
+	log_notice("discovery %s source=%s last_success=%s next_refresh=%.0fs last_error=\"%s\" "
+		   "endpoints=%s", i->login, i->source, when, i->next_refresh, i->last_error, list);
 }
 
 static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -198,7 +215,7 @@ static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)loop;
 	(void)revents;
 	stats_log(&s->stats);
-	discovery_report(s->disc, report_line, NULL);
+	discovery_each(s->disc, report_discovery, NULL);
 	log_notice("cache entries=%zu bytes=%zu inflight=%zu tcp_connections=%u",
 		   cache_entries(s->cache), cache_bytes(s->cache), upstream_inflight(s->up),
 		   s->tcp_conns);
@@ -382,6 +399,10 @@ int main(int argc, char **argv)
 		log_err("%s", err);
 		return 1;
 	}
+	s->reload = reload;
+	s->started = ev_now(s->loop);
+	if ((s->ctl = control_new(s)))
+		control_configure(s->ctl, cfg);
 	for (size_t i = 0; i < cfg->n_access; i++)
 		if (cfg->access[i].prefix == 0)
 			log_warn("access allows every address (%s/0): an open resolver can be abused",
@@ -409,6 +430,7 @@ int main(int argc, char **argv)
 	ev_run(s->loop, 0);
 
 	stats_log(&s->stats);
+	control_free(s->ctl);
 	discovery_free(s->disc);
 	upstream_free(s->up);
 	listener_close_all_tcp(s);

@@ -374,6 +374,14 @@ size_t cache_flush(struct cache *c, const uint8_t *name, size_t len)
 	return n;
 }
 
+void cache_walk(const struct cache *c, uint64_t now_ms, cache_walk_fn fn, void *arg)
+{
+	for (struct cache_entry *e = c->head.next; e != &c->head; e = e->next) {
+		int64_t age = (int64_t)((now_ms - e->stored_ms) / 1000);
+		fn(arg, entry_name(e), e->qtype, e->qclass, e->flags, (int64_t)e->ttl - age, entry_size(e));
+	}
+}
+
 size_t cache_entries(const struct cache *c)
 {
 	return c->count;

@@ -103,6 +103,13 @@ size_t cache_render(const struct cache_msg *msg, uint32_t age, bool stale,
 /** Drop every entry for a name (all types), or everything when name is NULL. */
 size_t cache_flush(struct cache *c, const uint8_t *name, size_t len);
 
+/** Called by cache_walk() for each entry; ttl is negative once stale. */
+typedef void (*cache_walk_fn)(void *arg, const uint8_t *name, uint16_t qtype, uint16_t qclass,
+			      uint8_t flags, int64_t ttl, size_t bytes);
+
+/** Visit every entry, most recently used first. */
+void cache_walk(const struct cache *c, uint64_t now_ms, cache_walk_fn fn, void *arg);
+
 /** @return entries and bytes held. */
 size_t cache_entries(const struct cache *c);
 size_t cache_bytes(const struct cache *c);

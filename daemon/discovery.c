@@ -1110,27 +1110,19 @@ void discovery_configure(struct discovery *d, const struct config *cfg)
 	}
 }
 
-void discovery_report(struct discovery *d, void (*out)(void *arg, const char *line), void *arg)
+void discovery_each(struct discovery *d, void (*fn)(void *arg, const struct discovery_info *info),
+		    void *arg)
 {
-	char line[2048];
-
 	for (size_t i = 0; i < d->n_tasks; i++) {
 		struct task *t = d->tasks[i];
 		struct known *k = NULL;
 		for (size_t j = 0; j < d->n_known; j++)
 			if (strcasecmp(d->known[j].login, t->login) == 0)
 				k = &d->known[j];
-		char when[64] = "never";
-		if (t->last_success) {
-			struct tm tm;
-			gmtime_r(&t->last_success, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		}
-		int n = snprintf(line, sizeof(line), "registry %s source=%s last_success=%s next_refresh=%.0fs "
-				 "last_error=\"%s\" endpoints=", t->login, source_name(t->src.source), when,
-				 t->next_refresh - ev_now(d->srv->loop), t->last_error);
-		for (char **e = k ? k->endpoints : NULL; e && *e && n < (int)sizeof(line); e++)
-			n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%s", e == k->endpoints ? "" : ",", *e);
-		out(arg, line);
+		struct discovery_info info = {
+			t->login, source_name(t->src.source), t->last_success, t->last_error,
+			t->next_refresh - ev_now(d->srv->loop), k ? k->endpoints : NULL,
+		};
+		fn(arg, &info);
 	}
 }

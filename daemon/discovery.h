@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "config.h"
 
@@ -71,7 +72,18 @@ char **const *discovery_endpoints(struct discovery *d, const struct config *cfg)
 /** Start (or restart, after a reload) one task per registry of cfg. */
 void discovery_configure(struct discovery *d, const struct config *cfg);
 
-/** Write one line per registry (source, last success, last error, next refresh, endpoints). */
-void discovery_report(struct discovery *d, void (*out)(void *arg, const char *line), void *arg);
+/** One discovered registry's state, for reports. */
+struct discovery_info {
+	const char *login;
+	const char *source;       /**< "file", "command" or "arm" */
+	time_t last_success;      /**< 0: never in this process */
+	const char *last_error;   /**< "" after a success */
+	double next_refresh;      /**< seconds from now */
+	char *const *endpoints;   /**< NULL-terminated, or NULL */
+};
+
+/** Call fn for each registry with a discovery task, in configuration order. */
+void discovery_each(struct discovery *d, void (*fn)(void *arg, const struct discovery_info *info),
+		    void *arg);
 
 #endif

@@ -15,6 +15,7 @@
 #include "policy.h"
 #include "stats.h"
 
+struct control;
 struct discovery;
 struct listener;
 struct upstreams;
@@ -29,6 +30,10 @@ struct server {
 	struct upstreams *up;
 	struct discovery *disc;
 	struct ratelimit *rl;         /**< NULL: no rate limit */
+	struct control *ctl;
+	ev_tstamp started;
+	/** Reload the configuration; 0, or -1 with the reason in err. */
+	int (*reload)(struct server *s, char *err, size_t errlen);
 	struct listener *listeners;
 	unsigned tcp_conns;
 	struct stats stats;

@@ -6,6 +6,7 @@
 #ifndef ACRDNS_STATS_H
 #define ACRDNS_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct stats {
@@ -25,7 +26,20 @@ struct stats {
 	uint64_t send_errors;
 };
 
-/** Write every counter to the log at notice level. */
+/** Each counter's name and place, in the order they are shown. */
+struct stats_field {
+	const char *name;
+	size_t offset;
+};
+extern const struct stats_field stats_fields[];
+
+/** @return the value of field f in s. */
+static inline uint64_t stats_get(const struct stats *s, const struct stats_field *f)
+{
+	return *(const uint64_t *)(const void *)((const char *)s + f->offset);
+}
+
+/** Write every counter to the log at notice level, as one key=value line. */
 void stats_log(const struct stats *s);
 
 #endif

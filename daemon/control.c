@@ -1,0 +1,531 @@
+/**
+ * \file control.c
+ * Control socket requests, on the event loop like everything else.  A
+ * request is one line of at most CTL_LINE_MAX bytes; a client that does
+ * not send it within CTL_TIMEOUT seconds, or does not read its answer, is
+ * dropped.  Answers are built whole, then written without blocking.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "control.h"
+#include "discovery.h"
+#include "log.h"
+#include "policy.h"
+#include "server.h"
+#include "upstream.h"
+#include "wire.h"
+
+#define CTL_LINE_MAX 1024
+#define CTL_TIMEOUT 5.0
+
+struct ctl_conn {
+	struct ctl_conn *next;
+	struct control *ctl;
+	int fd;
+	ev_io io;
+	ev_timer timer;
+	char in[CTL_LINE_MAX + 1];
+	size_t in_len;
+	char *out;
+	size_t out_len, out_off;
+};
+
+struct control {
+	struct server *srv;
+	char *path;
+	int fd;
+	ev_io io;
+	struct ctl_conn *conns;
+};
+
+/* ---- answers ---- */
+
+/** A growing text answer. */
+struct text {
+	char *buf;
+	size_t len, cap;
+	bool oom;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void put(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->oom)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->oom = true;
+			return;
+		}
+		if (t->buf && t->len + (size_t)n < t->cap) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = t->cap ? t->cap * 2 : 1024;
+		while (cap < t->len + (size_t)n + 1)
+			cap *= 2;
+		char *b = realloc(t->buf, cap);
+		if (!b) {
+			t->oom = true;
+			return;
+		}
+		t->buf = b;
+		t->cap = cap;
+	}
+}
+
+static char *json_answer(json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+	char *out = NULL;
+
+	json_decref(j);
+	if (s && (out = malloc(strlen(s) + 2)))
+		sprintf(out, "%s\n", s);
+	free(s);
+	return out;
+}
+
+static char *error_answer(bool json, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *error_answer(bool json, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (json)
+		return json_answer(json_pack("{s:s}", "error", msg));
+	struct text t = { 0 };
+	put(&t, "error: %s\n", msg);
+	return t.buf;
+}
+
+static char *status(struct server *s, bool json)
+{
+	double up = ev_now(s->loop) - s->started;
+	const struct config *cfg = s->cfg;
+
+	if (json)
+		return json_answer(json_pack("{s:s,s:s,s:i,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+			"version", PACKAGE_VERSION, "config", cfg->path, "uptime", (json_int_t)up,
+			"mode", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
+			"rules", (json_int_t)rules_count(s->policy->rules),
+			"registries", (json_int_t)s->policy->n_registries,
+			"upstreams", (json_int_t)upstream_count(s->up),
+			"cache_entries", (json_int_t)cache_entries(s->cache),
+			"cache_bytes", (json_int_t)cache_bytes(s->cache),
+			"inflight", (json_int_t)upstream_inflight(s->up),
+			"tcp_connections", (json_int_t)s->tcp_conns));
+	struct text t = { 0 };
+	put(&t, "acrdnsd %s, up %.0f s\nconfig: %s\nmode: %s\nrules: %zu\nregistries: %zu\n"
+	    "upstream servers: %zu\ncache: %zu entries, %zu bytes of %" PRIu64 "\n"
+	    "questions in flight: %zu\ntcp connections: %u\n", PACKAGE_VERSION, up, cfg->path,
+	    cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter", rules_count(s->policy->rules),
+	    s->policy->n_registries, upstream_count(s->up), cache_entries(s->cache),
+	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), s->tcp_conns);
+	return t.buf;
+}
+
+static char *stats(struct server *s, bool json)
+{
+	if (json) {
+		json_t *o = json_object();
+		for (const struct stats_field *f = stats_fields; o && f->name; f++)
+			json_object_set_new(o, f->name, json_integer((json_int_t)stats_get(&s->stats, f)));
+		return json_answer(o);
+	}
+	struct text t = { 0 };
+	for (const struct stats_field *f = stats_fields; f->name; f++)
+		put(&t, "%s %" PRIu64 "\n", f->name, stats_get(&s->stats, f));
+	return t.buf;
+}
+
+struct endpoints_ctx {
+	const struct policy_registry *reg;
+	const struct discovery_info *found;
+	struct discovery_info copy;
+};
+
+static void find_info(void *arg, const struct discovery_info *i)
+{
+	struct endpoints_ctx *x = arg;
+
+	if (strcasecmp(i->login, x->reg->login_server) == 0) {
+		x->copy = *i;
+		x->found = &x->copy;
+	}
+}
+
+static char *endpoints(struct server *s, bool json)
+{
+	struct text t = { 0 };
+	json_t *arr = json ? json_array() : NULL;
+
+	for (size_t i = 0; i < s->policy->n_registries; i++) {
+		const struct policy_registry *r = &s->policy->registries[i];
+		struct endpoints_ctx x = { r, NULL, { 0 } };
+		char when[64] = "never";
+		discovery_each(s->disc, find_info, &x);
+		if (x.found && x.found->last_success)
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&x.found->last_success));
+		if (json) {
+			json_t *eps = json_array();
+			for (size_t j = 0; j < r->n_endpoints; j++)
+				json_array_append_new(eps, json_string(r->endpoints[j]));
+			json_t *o = json_pack("{s:s,s:s,s:o}", "login_server", r->login_server, "source",
+					      x.found ? x.found->source : "static", "endpoints", eps);
+			if (o && x.found) {
+				json_object_set_new(o, "last_success", x.found->last_success ? json_string(when) : json_null());
+				json_object_set_new(o, "last_error", json_string(x.found->last_error));
+				json_object_set_new(o, "next_refresh", json_real(x.found->next_refresh));
+			}
+			json_array_append_new(arr, o);
+			continue;
+		}
+		put(&t, "%s\n  source: %s\n", r->login_server, x.found ? x.found->source : "static");
+		if (x.found)
+			put(&t, "  last success: %s\n  last error: %s\n  next refresh: in %.0f s\n", when,
+			    x.found->last_error[0] ? x.found->last_error : "none", x.found->next_refresh);
+		for (size_t j = 0; j < r->n_endpoints; j++)
+			put(&t, "  endpoint: %s\n", r->endpoints[j]);
+		if (r->n_endpoints == 0)
+			put(&t, "  no dedicated data endpoints: pulls need *.blob.core.windows.net, which "
+			    "stays denied\n");
+	}
+	if (json)
+		return json_answer(arr);
+	if (!t.buf)
+		put(&t, "no registries configured\n");
+	return t.buf;
+}
+
+static char *explain(struct server *s, const char *name, bool json)
+{
+	uint8_t wire[WIRE_NAME_MAX + 1];
+	char rule[400], shown[WIRE_NAME_STRLEN];
+	struct policy_decision d;
+	int len;
+
+	if (!name || (len = wire_name_from_str(name, wire)) < 0)
+		return error_answer(json, "explain needs a domain name");
+	policy_decide(s->policy, wire, (size_t)len, &d);
+	policy_describe(s->policy, &d, rule, sizeof(rule));
+	wire_name_str(wire, shown);
+	if (json)
+		return json_answer(json_pack("{s:s,s:s,s:s}", "name", shown, "verdict",
+					     policy_verdict_name(d.verdict), "rule", rule));
+	struct text t = { 0 };
+	put(&t, "%s %s\n  rule: %s\n", shown, policy_verdict_name(d.verdict), rule);
+	return t.buf;
+}
+
+static char *flush(struct server *s, const char *name, bool json)
+{
+	uint8_t wire[WIRE_NAME_MAX + 1];
+	size_t n;
+	int len = 0;
+
+	if (name && (len = wire_name_from_str(name, wire)) < 0)
+		return error_answer(json, "'%s' is not a domain name", name);
+	n = cache_flush(s->cache, name ? wire : NULL, (size_t)len);
+	log_notice("control: flushed %zu cache entries%s%s", n, name ? " for " : "", name ? name : "");
+	if (json)
+		return json_answer(json_pack("{s:i}", "flushed", (json_int_t)n));
+	struct text t = { 0 };
+	put(&t, "flushed %zu entries\n", n);
+	return t.buf;
+}
+
+struct dump_ctx {
+	struct text t;
+	json_t *arr;
+};
+
+static void dump_one(void *arg, const uint8_t *name, uint16_t qtype, uint16_t qclass, uint8_t flags,
+		     int64_t ttl, size_t bytes)
+{
+	struct dump_ctx *x = arg;
+	char shown[WIRE_NAME_STRLEN], tbuf[16];
+	const ldns_rr_descriptor *desc = ldns_rr_descript(qtype);
+	const char *type = desc && desc->_name ? desc->_name : (sprintf(tbuf, "TYPE%u", qtype), tbuf);
+	(void)qclass;
+
+	wire_name_str(name, shown);
+	if (x->arr) {
+		json_array_append_new(x->arr, json_pack("{s:s,s:s,s:b,s:b,s:i,s:i}", "name", shown, "type",
+			type, "do", (flags & CACHE_KEY_DO) != 0, "cd", (flags & CACHE_KEY_CD) != 0,
+			"ttl", (json_int_t)ttl, "bytes", (json_int_t)bytes));
+		return;
+	}
+	put(&x->t, "%s %s%s%s ttl=%" PRId64 "%s %zu bytes\n", shown, type,
+	    (flags & CACHE_KEY_DO) ? " +do" : "", (flags & CACHE_KEY_CD) ? " +cd" : "",
+	    ttl, ttl < 0 ? " (stale)" : "", bytes);
+}
+
+static char *dump_cache(struct server *s, bool json)
+{
+	struct dump_ctx x = { { 0 }, json ? json_array() : NULL };
+
+	cache_walk(s->cache, server_now_ms(), dump_one, &x);
+	if (json)
+		return json_answer(x.arr);
+	if (!x.t.buf)
+		put(&x.t, "cache is empty\n");
+	return x.t.buf;
+}
+
+static char *reload(struct server *s, bool json)
+{
+	char err[1024];
+
+	if (s->reload(s, err, sizeof(err)) < 0)
+		return error_answer(json, "reload failed, the running configuration stays: %s", err);
+	if (json)
+		return json_answer(json_pack("{s:b}", "reloaded", 1));
+	struct text t = { 0 };
+	put(&t, "reloaded\n");
+	return t.buf;
+}
+
+char *control_answer(struct server *s, const char *request)
+{
+	char line[CTL_LINE_MAX + 1], *words[4], *save = NULL;
+	int n = 0;
+	bool json = false;
+
+	snprintf(line, sizeof(line), "%s", request);
+	for (char *w = strtok_r(line, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
+		if (strcmp(w, "--json") == 0)
+			json = true;
+		else if (n < 4)
+			words[n++] = w;
+		else
+			return error_answer(json, "too many words");
+	}
+	if (n == 0)
+		return error_answer(json, "empty request; try: status, stats, endpoints, explain NAME, "
+				    "flush [NAME], dump-cache, reload");
+	const char *cmd = words[0], *arg = n > 1 ? words[1] : NULL;
+	bool one_arg = strcmp(cmd, "explain") == 0 || strcmp(cmd, "flush") == 0;
+	if (n > (one_arg ? 2 : 1))
+		return error_answer(json, "'%s' takes %s", cmd, one_arg ? "one name" : "no argument");
+	if (strcmp(cmd, "status") == 0)
+		return status(s, json);
+	if (strcmp(cmd, "stats") == 0)
+		return stats(s, json);
+	if (strcmp(cmd, "endpoints") == 0)
+		return endpoints(s, json);
+	if (strcmp(cmd, "explain") == 0)
+		return explain(s, arg, json);
+	if (strcmp(cmd, "flush") == 0)
+		return flush(s, arg, json);
+	if (strcmp(cmd, "dump-cache") == 0)
+		return dump_cache(s, json);
+	if (strcmp(cmd, "reload") == 0)
+		return reload(s, json);
+	return error_answer(json, "unknown command '%.64s'; try: status, stats, endpoints, explain NAME, "
+			    "flush [NAME], dump-cache, reload", cmd);
+}
+
+/* ---- the socket ---- */
+
+static void conn_free(struct ctl_conn *k)
+{
+	struct control *c = k->ctl;
+
+	for (struct ctl_conn **pp = &c->conns; *pp; pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			break;
+		}
+	ev_io_stop(c->srv->loop, &k->io);
+	ev_timer_stop(c->srv->loop, &k->timer);
+	close(k->fd);
+	free(k->out);
+	free(k);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_conn *k = w->data;
+	(void)loop;
+	(void)revents;
+
+	while (k->out_off < k->out_len) {
+		ssize_t n = send(k->fd, k->out + k->out_off, k->out_len - k->out_off, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			break;
+		}
+		k->out_off += (size_t)n;
+	}
+	conn_free(k);
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_conn *k = w->data;
+	(void)revents;
+
+	ssize_t n = recv(k->fd, k->in + k->in_len, CTL_LINE_MAX - k->in_len, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0 && k->in_len == 0) {
+		conn_free(k);
+		return;
+	}
+	if (n > 0)
+		k->in_len += (size_t)n;
+	k->in[k->in_len] = '\0';
+	char *nl = memchr(k->in, '\n', k->in_len);
+	if (!nl && n > 0 && k->in_len < CTL_LINE_MAX)
+		return; /* the rest of the line is coming */
+	if (nl)
+		*nl = '\0';
+	if (!nl && k->in_len == CTL_LINE_MAX)
+		k->out = error_answer(false, "request longer than %d bytes", CTL_LINE_MAX);
+	else
+		k->out = control_answer(k->ctl->srv, k->in);
+	if (!k->out) {
+		conn_free(k);
+		return;
+	}
+	k->out_len = strlen(k->out);
+	ev_io_stop(loop, &k->io);
+	ev_io_init(&k->io, conn_write_cb, k->fd, EV_WRITE);
+	k->io.data = k;
+	ev_io_start(loop, &k->io);
+	/* The answer must be taken within the same time. */
+	ev_timer_again(loop, &k->timer);
+}
+
+static void conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	conn_free(w->data);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct control *c = w->data;
+	(void)revents;
+
+	for (int i = 0; i < 8; i++) {
+		int fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		struct ctl_conn *k = calloc(1, sizeof(*k));
+		if (!k) {
+			close(fd);
+			continue;
+		}
+		k->ctl = c;
+		k->fd = fd;
+		ev_io_init(&k->io, conn_read_cb, fd, EV_READ);
+		ev_timer_init(&k->timer, conn_timeout_cb, CTL_TIMEOUT, CTL_TIMEOUT);
+		k->io.data = k->timer.data = k;
+		ev_io_start(loop, &k->io);
+		ev_timer_start(loop, &k->timer);
+		k->next = c->conns;
+		c->conns = k;
+	}
+}
+
+struct control *control_new(struct server *s)
+{
+	struct control *c = calloc(1, sizeof(*c));
+
+	if (c) {
+		c->srv = s;
+		c->fd = -1;
+	}
+	return c;
+}
+
+static void close_socket(struct control *c)
+{
+	if (c->fd < 0)
+		return;
+	ev_io_stop(c->srv->loop, &c->io);
+	close(c->fd);
+	unlink(c->path);
+	c->fd = -1;
+	free(c->path);
+	c->path = NULL;
+}
+
+void control_configure(struct control *c, const struct config *cfg)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[sizeof(sa.sun_path)];
+	int fd;
+
+	if (!c || (c->path && strcmp(c->path, cfg->control_socket) == 0))
+		return;
+	close_socket(c);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", cfg->control_socket);
+	snprintf(dir, sizeof(dir), "%s", cfg->control_socket);
+	if (mkdir(dirname(dir), 0755) < 0 && errno != EEXIST) {
+		log_err("control socket %s: cannot create its directory: %s", cfg->control_socket,
+			strerror(errno));
+		return;
+	}
+	/* A socket left by a daemon that did not stop cleanly. */
+	struct stat st;
+	if (lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(sa.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(sa.sun_path, 0660) < 0 || listen(fd, 16) < 0) {
+		log_err("control socket %s: %s; acrdnsctl will not reach this daemon",
+			cfg->control_socket, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (!(c->path = strdup(sa.sun_path))) {
+		close(fd);
+		unlink(sa.sun_path);
+		return;
+	}
+	c->fd = fd;
+	ev_io_init(&c->io, accept_cb, fd, EV_READ);
+	c->io.data = c;
+	ev_io_start(c->srv->loop, &c->io);
+	log_info("control socket %s", c->path);
+}
+
+void control_free(struct control *c)
+{
+	if (!c)
+		return;
+	while (c->conns)
+		conn_free(c->conns);
+	close_socket(c);
+	free(c);
+}

@@ -1,0 +1,116 @@
+"""acrdnsctl against a running daemon: every command, text and JSON, and
+bad requests answered with an error, never a crash."""
+import json
+import os
+import socket
+import subprocess
+
+import dns.rcode
+import pytest
+
+from conftest import ACRDNSD
+
+ACRDNSCTL = os.path.join(os.path.dirname(ACRDNSD), "acrdnsctl")
+LOGIN = "contoso.azurecr.io"
+EAST = "contoso.eastus.data.azurecr.io"
+
+
+@pytest.fixture
+def ctl_daemon(upstream, daemon, tmp_path):
+    upstream.set(EAST, records=[f"{EAST} A 20.60.0.1"])
+    upstream.set(LOGIN, records=[f"{LOGIN} A 20.62.0.1"])
+    src = tmp_path / "contoso.json"
+    src.write_text(json.dumps({"loginServer": LOGIN, "dataEndpoints": [{"endpoint": EAST}]}))
+    sock = tmp_path / "run" / "control.sock"
+    d = daemon(f'''
+upstreams = [ "{upstream.addr}" ];
+deny = [ "*.azurecr.io", "*.blob.core.windows.net" ];
+registries = ( {{ login_server = "{LOGIN}"; discovery = {{ source = "file"; path = "{src}"; }}; }} );
+state_dir = "{tmp_path}/state";
+control_socket = "{sock}";
+''')
+    d.sock = str(sock)
+    assert d.wait_log(f"endpoint added: {EAST}")
+    return d
+
+
+def ctl(d, *args):
+    return subprocess.run([ACRDNSCTL, "-s", d.sock, *args], capture_output=True, text=True, timeout=10)
+
+
+def test_socket_mode(ctl_daemon):
+    assert oct(os.stat(ctl_daemon.sock).st_mode & 0o777) == "0o660"
+
+
+def test_status_and_stats(ctl_daemon):
+    ctl_daemon.query(LOGIN)
+    out = ctl(ctl_daemon, "status")
+    assert out.returncode == 0 and "mode: allowlist" in out.stdout and "registries: 1" in out.stdout
+    st = json.loads(ctl(ctl_daemon, "--json", "status").stdout)
+    assert st["registries"] == 1 and st["cache_entries"] >= 1
+    stats = json.loads(ctl(ctl_daemon, "stats", "--json").stdout)
+    assert stats["queries_udp"] >= 1 and stats["allowed"] >= 1
+    assert "cache_misses 1" in ctl(ctl_daemon, "stats").stdout
+
+
+def test_endpoints(ctl_daemon):
+    out = ctl(ctl_daemon, "endpoints").stdout
+    assert LOGIN in out and f"endpoint: {EAST}" in out and "source: file" in out
+    assert "last error: none" in out
+    eps = json.loads(ctl(ctl_daemon, "endpoints", "--json").stdout)
+    assert eps[0]["login_server"] == LOGIN and eps[0]["endpoints"] == [EAST]
+    assert eps[0]["source"] == "file" and eps[0]["last_success"]
+
+
+def test_explain(ctl_daemon):
+    out = ctl(ctl_daemon, "explain", "acct.blob.core.windows.net")
+    assert out.returncode == 0 and "deny" in out.stdout and "*.blob.core.windows.net" in out.stdout
+    j = json.loads(ctl(ctl_daemon, "--json", "explain", EAST).stdout)
+    assert j["verdict"] == "allow" and j["rule"].startswith(f"allow {EAST} (discovery {LOGIN})")
+
+
+def test_flush_and_dump_cache(ctl_daemon, upstream):
+    ctl_daemon.query(LOGIN)
+    dump = ctl(ctl_daemon, "dump-cache").stdout
+    assert f"{LOGIN}. A ttl=" in dump
+    entries = json.loads(ctl(ctl_daemon, "dump-cache", "--json").stdout)
+    assert any(e["name"] == f"{LOGIN}." and e["type"] == "A" for e in entries)
+    assert ctl(ctl_daemon, "flush", LOGIN).stdout.startswith("flushed 1 ")
+    upstream.clear()
+    ctl_daemon.query(LOGIN)
+    assert upstream.count(LOGIN) == 1
+    assert json.loads(ctl(ctl_daemon, "flush", "--json").stdout)["flushed"] >= 1
+
+
+def test_reload_reports_errors(ctl_daemon):
+    assert ctl(ctl_daemon, "reload").stdout == "reloaded\n"
+    conf = ctl_daemon.conf.read_text()
+    ctl_daemon.conf.write_text(conf + "\nmode = \"sideways\";\n")
+    out = ctl(ctl_daemon, "reload")
+    assert out.returncode == 1 and "reload failed" in out.stderr and "'mode' is 'sideways'" in out.stderr
+    assert ctl_daemon.query(LOGIN).rcode() == dns.rcode.NOERROR
+
+
+def test_bad_requests(ctl_daemon):
+    for args in (["frobnicate"], ["explain"], ["explain", "a..b"], ["status", "extra"], ["flush", "x..y"]):
+        out = ctl(ctl_daemon, *args)
+        assert out.returncode == 1 and out.stderr.startswith("error:"), (args, out)
+    out = ctl(ctl_daemon, "--json", "frobnicate")
+    assert out.returncode == 1 and json.loads(out.stderr)["error"].startswith("unknown command")
+    # Raw abuse of the socket: garbage, an overlong line, a silent client.
+    for payload in (b"\x00\xff\xfe garbage\n", b"x" * 5000, b""):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(8)
+            s.connect(ctl_daemon.sock)
+            if payload:
+                s.sendall(payload)
+            data = s.recv(4096)
+            assert payload == b"" or data.startswith(b"error:")
+    assert ctl(ctl_daemon, "status").returncode == 0
+    assert ctl_daemon.alive()
+
+
+def test_unreachable_daemon(tmp_path):
+    out = subprocess.run([ACRDNSCTL, "-s", str(tmp_path / "none.sock"), "status"],
+                         capture_output=True, text=True)
+    assert out.returncode == 3 and "cannot reach acrdnsd" in out.stderr
