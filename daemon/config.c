@@ -302,7 +302,7 @@ static int load_addrs(struct loader *ld, const config_setting_t *s, struct cfg_a
 			rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
 				  "'%s' is not an address[:port]", list[i].s);
 	}
-	*count = n;
+	*count = *out ? n : 0;
 	for (size_t i = 0; i < n; i++)
 		free(list[i].s);
 	free(list);
@@ -322,7 +322,7 @@ static int load_nets(struct loader *ld, const config_setting_t *s, struct cfg_ne
 		if (config_parse_net(list[i].s, &(*out)[i]) < 0)
 			rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
 				  "'%s' is not a network (address/prefix)", list[i].s);
-	*count = n;
+	*count = *out ? n : 0;
 	for (size_t i = 0; i < n; i++)
 		free(list[i].s);
 	free(list);
@@ -353,7 +353,9 @@ static int load_upstreams(struct loader *ld, struct config *cfg, const config_se
 				  "upstream '%s' is not an address[:port] or file:PATH", list[i].s);
 		}
 	}
-	cfg->n_upstreams = n;
+	/* Found by fuzz_config: with no array, a count would make
+	 * config_free() walk a NULL pointer. */
+	cfg->n_upstreams = cfg->upstreams ? n : 0;
 	for (size_t i = 0; i < n; i++)
 		free(list[i].s);
 	free(list);

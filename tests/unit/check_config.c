@@ -91,6 +91,8 @@ START_TEST(errors)
 	expect_error("upstreams = [ \"dns.example\" ];\n", 1, "is not an address[:port] or file:PATH");
 	expect_error("upstreams = [ \"file:\" ];\n", 1, "needs a path");
 	expect_error("upstreams = [ \"192.0.2.1:70000\" ];\n", 1, "not an address");
+	/* found by fuzz_config: crashed in config_free() */
+	expect_error("upstreams = ( { names = [ \"10.0.0.1\" ]; } );\n", 1, "must be a list of strings");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nlisten = [ \"localhost:53\" ];\n", 2,
 		     "not an address[:port]");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nlisten = \"127.0.0.1\";\n", 2,
