@@ -495,10 +495,21 @@ void control_configure(struct control *c, const struct config *cfg)
 			strerror(errno));
 		return;
 	}
-	/* A socket left by a daemon that did not stop cleanly. */
+	/* A socket left by a daemon that did not stop cleanly is removed; one
+	 * that answers belongs to a running daemon and is left to it. */
 	struct stat st;
-	if (lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+	if (lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		bool alive = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		if (probe >= 0)
+			close(probe);
+		if (alive) {
+			log_err("control socket %s is in use by another acrdnsd; this one has none",
+				sa.sun_path);
+			return;
+		}
 		unlink(sa.sun_path);
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    chmod(sa.sun_path, 0660) < 0 || listen(fd, 16) < 0) {

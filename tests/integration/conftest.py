@@ -57,6 +57,9 @@ class Daemon:
         if "listen" not in text:
             addr = f"[{self.host}]" if ":" in self.host else self.host
             text = f'listen = [ "{addr}:{self.port}" ];\n' + text
+        if "control_socket" not in text:
+            # Never the host's /run/acrdns/control.sock: a test is not the host's daemon.
+            text += f'\ncontrol_socket = "{self.tmp}/control.sock";\n'
         self.conf.write_text(text)
 
     def start(self, wait=True):

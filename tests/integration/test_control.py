@@ -114,3 +114,19 @@ def test_unreachable_daemon(tmp_path):
     out = subprocess.run([ACRDNSCTL, "-s", str(tmp_path / "none.sock"), "status"],
                          capture_output=True, text=True)
     assert out.returncode == 3 and "cannot reach acrdnsd" in out.stderr
+
+
+def test_second_daemon_leaves_the_first_ones_socket(ctl_daemon, upstream, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    from conftest import Daemon
+    d2 = Daemon(other, f'upstreams = [ "{upstream.addr}" ];\ncontrol_socket = "{ctl_daemon.sock}";\n')
+    d2.start()
+    try:
+        assert d2.wait_log("is in use by another acrdnsd")
+        # The first daemon still answers on its socket.
+        assert "mode: allowlist" in ctl(ctl_daemon, "status").stdout
+    finally:
+        d2.stop()
+    assert os.path.exists(ctl_daemon.sock)
+    assert ctl(ctl_daemon, "status").returncode == 0
