@@ -353,7 +353,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	struct config *cfg = config_load(path, err, sizeof(err));
+	/* Absolute, so that a reload after going to the background (which
+	 * changes to /) reads the same file and the same relative rule paths. */
+	char *abs_path = realpath(path, NULL);
+	struct config *cfg = config_load(abs_path ? abs_path : path, err, sizeof(err));
+	free(abs_path);
 	if (!cfg) {
 		fprintf(stderr, "%s\n", err);
 		return 1;

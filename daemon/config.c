@@ -298,9 +298,16 @@ static int load_addrs(struct loader *ld, const config_setting_t *s, struct cfg_a
 	if (rc == 0 && !(*out = xcalloc(n, sizeof(**out))))
 		rc = fail(ld, s, "out of memory");
 	for (size_t i = 0; rc == 0 && i < n; i++) {
-		if (config_parse_addr(list[i].s, 53, &(*out)[i]) < 0)
+		if (config_parse_addr(list[i].s, 53, &(*out)[i]) < 0) {
 			rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
 				  "'%s' is not an address[:port]", list[i].s);
+			break;
+		}
+		/* Twice the same socket would fail to bind, and only at start. */
+		for (size_t j = 0; j < i; j++)
+			if (config_addr_equal(&(*out)[j], &(*out)[i]))
+				rc = fail(ld, config_setting_get_elem(s, (unsigned)i),
+					  "'%s' is listed twice", list[i].s);
 	}
 	*count = *out ? n : 0;
 	for (size_t i = 0; i < n; i++)

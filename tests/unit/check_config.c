@@ -95,6 +95,8 @@ START_TEST(errors)
 	expect_error("upstreams = ( { names = [ \"10.0.0.1\" ]; } );\n", 1, "must be a list of strings");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nlisten = [ \"localhost:53\" ];\n", 2,
 		     "not an address[:port]");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nlisten = [ \"127.0.0.1\", \"127.0.0.1:53\" ];\n", 2,
+		     "'127.0.0.1:53' is listed twice");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nlisten = \"127.0.0.1\";\n", 2,
 		     "must be a list of strings");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\naccess = [ \"10.0.0.0/33\" ];\n", 2,
