@@ -124,7 +124,7 @@ void cache_set_limit(struct cache *c, size_t max_bytes)
 	evict(c);
 }
 
-static uint64_t key_hash(const struct cache_key *k)
+uint64_t cache_key_hash(const struct cache_key *k)
 {
 	uint8_t buf[WIRE_NAME_MAX + 8];
 
@@ -278,7 +278,7 @@ void cache_insert(struct cache *c, const struct cache_key *key, const struct cac
 
 	if (a->ttl == 0)
 		return;
-	h = key_hash(key);
+	h = cache_key_hash(key);
 	if ((e = find(c, key, h)))
 		entry_remove(c, e);
 	size = sizeof(*e) + a->nttl * sizeof(uint16_t) + key->name_len + a->len;
@@ -314,7 +314,7 @@ void cache_insert(struct cache *c, const struct cache_key *key, const struct cac
 enum cache_status cache_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
 			       struct cache_msg *msg, uint32_t *age, uint32_t *gen, bool *has_cname)
 {
-	uint64_t h = key_hash(key);
+	uint64_t h = cache_key_hash(key);
 	struct cache_entry *e = find(c, key, h);
 
 	if (!e)

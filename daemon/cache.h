@@ -59,6 +59,9 @@ struct cache;
 
 enum cache_status { CACHE_MISS, CACHE_FRESH, CACHE_STALE };
 
+/** @return the keyed hash of a key (also used by the in-flight table). */
+uint64_t cache_key_hash(const struct cache_key *k);
+
 /** @return a cache bounded to max_bytes, or NULL when out of memory. */
 struct cache *cache_new(size_t max_bytes);
 void cache_free(struct cache *c);

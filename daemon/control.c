@@ -269,8 +269,7 @@ static void dump_one(void *arg, const uint8_t *name, uint16_t qtype, uint16_t qc
 {
 	struct dump_ctx *x = arg;
 	char shown[WIRE_NAME_STRLEN], tbuf[16];
-	const ldns_rr_descriptor *desc = ldns_rr_descript(qtype);
-	const char *type = desc && desc->_name ? desc->_name : (sprintf(tbuf, "TYPE%u", qtype), tbuf);
+	const char *type = wire_type_str(qtype, tbuf);
 	(void)qclass;
 
 	wire_name_str(name, shown);

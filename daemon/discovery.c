@@ -290,26 +290,31 @@ out:
 static char *read_file(const char *path, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
+	struct stat st = { 0 };
 	char *buf;
 
 	if (fd < 0)
 		return NULL;
 	if (fstat(fd, &st) < 0 || st.st_size > DOC_MAX) {
-		errno = fstat(fd, &st) < 0 ? errno : EFBIG;
+		int e = st.st_size > DOC_MAX ? EFBIG : errno;
 		close(fd);
+		errno = e;
 		return NULL;
 	}
-	buf = malloc((size_t)st.st_size + 1);
+	if (!(buf = malloc((size_t)st.st_size + 1))) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
 	size_t have = 0;
-	while (buf && have < (size_t)st.st_size + 1) {
+	while (have < (size_t)st.st_size + 1) {
 		ssize_t n = read(fd, buf + have, (size_t)st.st_size + 1 - have);
 		if (n <= 0)
 			break;
 		have += (size_t)n;
 	}
 	close(fd);
-	if (buf && have > (size_t)st.st_size) {
+	if (have > (size_t)st.st_size) {
 		/* Grew while being read: read it again at the next change. */
 		free(buf);
 		errno = EAGAIN;

@@ -20,16 +20,6 @@
 #define EDE_STALE 3
 #define EDE_NO_REACHABLE 22
 
-static const char *type_name(uint16_t type, char *buf)
-{
-	const ldns_rr_descriptor *d = ldns_rr_descript(type);
-
-	if (d && d->_name)
-		return d->_name;
-	sprintf(buf, "TYPE%u", type);
-	return buf;
-}
-
 static void log_decision(const struct server *s, const struct reply_to *rt,
 			 const struct wire_query *q, const struct policy_decision *d,
 			 const char *rule, const char *via)
@@ -42,7 +32,7 @@ static void log_decision(const struct server *s, const struct reply_to *rt,
 	config_addr_str((const struct sockaddr *)&rt->peer, peer, sizeof(peer));
 	wire_name_str(q->qname, name);
 	log_query("query client=%s proto=%s name=%s type=%s verdict=%s rule=\"%s\"%s%s",
-		  peer, rt->tcp ? "tcp" : "udp", name, type_name(q->qtype, tbuf),
+		  peer, rt->tcp ? "tcp" : "udp", name, wire_type_str(q->qtype, tbuf),
 		  policy_verdict_name(d->verdict), rule, via ? " via=" : "", via ? via : "");
 }
 

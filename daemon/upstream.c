@@ -325,17 +325,6 @@ static void server_penalise(struct upstream_server *s, ev_tstamp now)
 
 /* ---- in-flight table ---- */
 
-static uint64_t key_hash(const struct cache_key *k)
-{
-	uint8_t buf[WIRE_NAME_MAX + 8];
-
-	memcpy(buf, k->name, k->name_len);
-	wire_put16(buf + k->name_len, k->qtype);
-	wire_put16(buf + k->name_len + 2, k->qclass);
-	buf[k->name_len + 4] = k->flags;
-	return hash_bytes(buf, (size_t)k->name_len + 5);
-}
-
 static struct inflight **slot_of(struct upstreams *u, const struct cache_key *k, uint64_t h)
 {
 	struct inflight **pp = &u->table[h & u->mask];
@@ -831,7 +820,7 @@ static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct query_client *c)
 {
 	struct server *s = u->srv;
-	uint64_t h = key_hash(key);
+	uint64_t h = cache_key_hash(key);
 	struct inflight **pp = slot_of(u, key, h), *f = *pp;
 
 	if (f) {

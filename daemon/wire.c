@@ -126,6 +126,16 @@ int wire_name_from_str(const char *text, uint8_t *out)
 	return n;
 }
 
+const char *wire_type_str(uint16_t type, char *buf)
+{
+	const ldns_rr_descriptor *d = ldns_rr_descript(type);
+
+	if (d && d->_name)
+		return d->_name;
+	snprintf(buf, 16, "TYPE%u", type);
+	return buf;
+}
+
 int wire_rr_next(const uint8_t *msg, size_t len, size_t *pos, struct wire_rr *rr)
 {
 	size_t p = *pos;

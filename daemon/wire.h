@@ -89,6 +89,12 @@ void wire_name_str(const uint8_t *name, char *buf);
  */
 int wire_name_from_str(const char *text, uint8_t *out);
 
+/**
+ * The mnemonic of an RR type ("AAAA"), or "TYPE65280" for one ldns does not know.
+ * @param buf 16 bytes, used only for the second form
+ */
+const char *wire_type_str(uint16_t type, char *buf);
+
 /** One resource record as it stands in a message. */
 struct wire_rr {
 	size_t owner;   /**< offset of the owner name */
