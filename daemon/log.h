@@ -16,6 +16,9 @@ enum log_level {
 	LOG_LVL_DEBUG = 7,
 };
 
+/** How lines are written: "<6>text" or one JSON object per line. */
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
 /** Set the most verbose level that is written. */
 void log_set_level(enum log_level level);
 
@@ -32,8 +35,16 @@ int log_level_parse(const char *name, enum log_level *level);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/** Write lines as text or JSON from now on. */
+void log_set_format(enum log_format format);
+
+/** One query log line's fields; via is NULL unless a CNAME target decided. */
+struct log_query_fields {
+	const char *client, *proto, *name, *type, *verdict, *rule, *via;
+};
+
 /** Write a query log line at info priority, whatever the level (log.queries decides). */
-void log_query(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_query(const struct log_query_fields *q);
 
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
