@@ -348,6 +348,7 @@ char **discovery_state_load(const char *state_dir, const char *login_server)
 struct known {
 	char *login;
 	char **endpoints;   /**< NULL until something was discovered or loaded */
+	uint64_t successes, failures; /**< runs of the source since start, across reloads */
 };
 
 struct task {
@@ -519,6 +520,9 @@ static void task_failed(struct task *t, const char *why)
 
 	snprintf(t->last_error, sizeof(t->last_error), "%s", why);
 	t->failures++;
+	struct known *k = known_get(t->d, t->login, t->state_dir);
+	if (k)
+		k->failures++;
 	for (unsigned i = 1; i < t->failures && backoff < t->src.interval; i++)
 		backoff *= 2;
 	if (backoff > t->src.interval)
@@ -574,6 +578,7 @@ static void task_succeeded(struct task *t, char **list)
 		discovery_list_free(list);
 		return;
 	}
+	k->successes++;
 	if (same_list(k->endpoints, list)) {
 		log_debug("discovery %s: endpoints unchanged", t->login);
 		discovery_list_free(list);
@@ -1127,6 +1132,7 @@ void discovery_each(struct discovery *d, void (*fn)(void *arg, const struct disc
 		struct discovery_info info = {
 			t->login, source_name(t->src.source), t->last_success, t->last_error,
 			t->next_refresh - ev_now(d->srv->loop), k ? k->endpoints : NULL,
+			k ? k->successes : 0, k ? k->failures : 0,
 		};
 		fn(arg, &info);
 	}

@@ -80,6 +80,8 @@ struct discovery_info {
 	const char *last_error;   /**< "" after a success */
 	double next_refresh;      /**< seconds from now */
 	char *const *endpoints;   /**< NULL-terminated, or NULL */
+	uint64_t successes;       /**< good documents since start */
+	uint64_t failures;        /**< failed runs since start */
 };
 
 /** Call fn for each registry with a discovery task, in configuration order. */

@@ -24,6 +24,7 @@ struct stats {
 	uint64_t rate_limited;
 	uint64_t inflight_full;       /**< SERVFAIL because UPSTREAM_MAX_INFLIGHT were waiting */
 	uint64_t send_errors;
+	uint64_t verdicts[2][4];      /**< [udp, tcp][enum verdict]; not in stats_fields */
 };
 
 /** Each counter's name and place, in the order they are shown. */

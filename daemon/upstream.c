@@ -32,6 +32,11 @@ struct upstream_server {
 	double srtt, rttvar;   /**< seconds */
 	bool measured;
 	ev_tstamp changed;
+	struct upstream_counters n;
+};
+
+const double upstream_rtt_bounds[UPSTREAM_RTT_BUCKETS] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 };
 
 struct attempt {
@@ -258,6 +263,12 @@ size_t upstream_count(const struct upstreams *u)
 	return u->n;
 }
 
+void upstream_each(const struct upstreams *u, upstream_each_cb cb, void *arg)
+{
+	for (size_t i = 0; i < u->n; i++)
+		cb(arg, &u->servers[i].addr, &u->servers[i].n);
+}
+
 size_t upstream_inflight(const struct upstreams *u)
 {
 	return u->count;
@@ -287,6 +298,16 @@ static struct upstream_server *server_of(struct upstreams *u, const struct cfg_a
 	return NULL; /* removed by a reload since the attempt was sent */
 }
 
+/** Count a failed exchange with addr: unreachable, refused or unanswerable. */
+static void server_error(struct upstreams *u, const struct cfg_addr *addr)
+{
+	struct upstream_server *sv = server_of(u, addr);
+
+	u->srv->stats.upstream_errors++;
+	if (sv)
+		sv->n.errors++;
+}
+
 static double server_rto(const struct upstream_server *s)
 {
 	if (!s || !s->measured)
@@ -300,6 +321,12 @@ static void server_sample(struct upstream_server *s, double rtt, ev_tstamp now)
 {
 	if (!s)
 		return;
+	int b = 0;
+	while (b < UPSTREAM_RTT_BUCKETS && rtt > upstream_rtt_bounds[b])
+		b++;
+	s->n.rtt_buckets[b]++;
+	s->n.rtt_sum += rtt;
+	s->n.replies++;
 	if (!s->measured) {
 		s->srtt = rtt;
 		s->rttvar = rtt / 2;
@@ -513,7 +540,7 @@ static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool 
 		bind_random_port(fd, addr->ss.ss_family);
 	if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
 		close(fd);
-		s->stats.upstream_errors++;
+		server_error(f->u, addr);
 		f->n_att++;
 		return true;
 	}
@@ -529,12 +556,15 @@ static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool 
 	} else {
 		a->qlen = (uint16_t)build_query(f, a->id, a->query);
 		if (send(fd, a->query, a->qlen, 0) < 0)
-			s->stats.upstream_errors++;
+			server_error(f->u, addr);
 		ev_io_init(&a->io, attempt_io_cb, fd, EV_READ);
 	}
 	a->io.data = a;
 	ev_io_start(s->loop, &a->io);
 	s->stats.upstream_sent++;
+	struct upstream_server *sv = server_of(f->u, addr);
+	if (sv)
+		sv->n.sent++;
 	return true;
 }
 
@@ -611,8 +641,11 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_timer_stop(loop, w);
 	if (f->n_att > 0) {
 		struct attempt *last = &f->att[f->n_att - 1];
+		struct upstream_server *sv = server_of(f->u, &last->addr);
 		f->u->srv->stats.upstream_timeouts++;
-		server_penalise(server_of(f->u, &last->addr), ev_now(loop));
+		if (sv)
+			sv->n.timeouts++;
+		server_penalise(sv, ev_now(loop));
 	}
 	/* With every try spent, the deadline decides. */
 	send_next(f, false, NULL);
@@ -644,8 +677,9 @@ static void attempt_failed(struct attempt *a)
 {
 	struct inflight *f = a->f;
 
+	struct cfg_addr addr = a->addr;
 	attempt_close(a);
-	f->u->srv->stats.upstream_errors++;
+	server_error(f->u, &addr);
 	if (!send_next(f, false, NULL) && !attempts_open(f))
 		inflight_fail(f);
 }
@@ -657,8 +691,9 @@ static void attempt_refused(struct attempt *a)
 	struct upstreams *u = f->u;
 	bool untried = false;
 
+	struct cfg_addr addr = a->addr;
 	attempt_close(a);
-	u->srv->stats.upstream_errors++;
+	server_error(u, &addr);
 	for (size_t i = 0; i < u->n && !untried; i++) {
 		bool asked = false;
 		for (int j = 0; j < f->n_att; j++)

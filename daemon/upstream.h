@@ -13,6 +13,7 @@
 #define ACRDNS_UPSTREAM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cache.h"
 #include "config.h"
@@ -49,6 +50,26 @@ int upstream_configure(struct upstreams *u, const struct config *cfg, char *err,
 
 /** @return number of usable servers. */
 size_t upstream_count(const struct upstreams *u);
+
+/** Upper bounds (seconds) of the upstream RTT histogram's buckets, +Inf excluded. */
+#define UPSTREAM_RTT_BUCKETS 11
+extern const double upstream_rtt_bounds[UPSTREAM_RTT_BUCKETS];
+
+/** What one upstream server has done since it was first configured. */
+struct upstream_counters {
+	uint64_t sent;                /**< attempts sent */
+	uint64_t replies;             /**< replies with our question, any RCODE */
+	uint64_t timeouts;            /**< attempts given up on */
+	uint64_t errors;              /**< unreachable, refused, SERVFAIL, unusable */
+	uint64_t rtt_buckets[UPSTREAM_RTT_BUCKETS + 1]; /**< per bucket, not cumulative; last: +Inf */
+	double rtt_sum;
+};
+
+typedef void (*upstream_each_cb)(void *arg, const struct cfg_addr *addr,
+				 const struct upstream_counters *n);
+
+/** Call cb for each server in use, in order. */
+void upstream_each(const struct upstreams *u, upstream_each_cb cb, void *arg);
 
 /** @return number of questions in flight. */
 size_t upstream_inflight(const struct upstreams *u);
