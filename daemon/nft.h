@@ -1,0 +1,77 @@
+/**
+ * \file nft.h
+ * Egress enforcement: the addresses in answers for explicitly allowed
+ * names go into nftables sets, each with a timeout of its TTL plus a grace
+ * period, so that a firewall can allow exactly those addresses.  Additions
+ * are queued from the query path and committed in batches, one nftables
+ * transaction each, a few times a second at most.
+ */
+#ifndef ACRDNS_NFT_H
+#define ACRDNS_NFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+struct nft;
+struct server;
+
+/** Most addresses queued between two commits; more are counted as dropped. */
+#define NFT_QUEUE_MAX 4096
+/** Commit this long after the first queued address. */
+#define NFT_FLUSH_DELAY 0.02
+/** An address is added again only when that moves its expiry by more than this. */
+#define NFT_REFRESH_MARGIN 60
+
+struct nft_counters {
+	uint64_t added;     /**< addresses committed */
+	uint64_t batches;   /**< transactions committed */
+	uint64_t errors;    /**< transactions that failed */
+	uint64_t dropped;   /**< addresses not queued: the queue was full */
+};
+
+/** One queued address. */
+struct nft_item {
+	uint8_t family;     /**< 4 or 6 */
+	uint8_t addr[16];
+	uint32_t timeout;   /**< seconds */
+};
+
+/**
+ * Start, change or stop the updates to match cfg->nft.
+ * @return 0, or -1 with the reason in err (built without libnftables)
+ */
+int nft_configure(struct server *s, const struct config *cfg, char *err, size_t errlen);
+
+/** Stop and free (pending additions are committed first). */
+void nft_free(struct server *s);
+
+/** @return true with the counters filled when updates are configured. */
+bool nft_counters(const struct nft *n, struct nft_counters *out);
+
+/**
+ * Learn the A and AAAA records of an answer as sent to a client: those
+ * owned by the question's name or by a name its CNAME chain in the answer
+ * leads to.  Each gets the record's TTL plus the grace period.
+ */
+void nft_learn(struct nft *n, const uint8_t *msg, size_t len);
+
+/** @return the timeout in seconds for a record with this TTL. */
+uint32_t nft_timeout(uint32_t ttl, uint32_t grace);
+
+/**
+ * Write the nftables commands that commit items as one transaction into
+ * buf: add each (so that it exists), delete it and add it again with its
+ * new timeout, since adding an element that exists keeps its old timeout.
+ * @return the length, or 0 when it does not fit
+ */
+size_t nft_batch_text(const struct cfg_nft *cfg, const struct nft_item *items, size_t n,
+		      char *buf, size_t buflen);
+
+/** Write a complete example ruleset for cfg (what --print-nft shows). */
+void nft_print_ruleset(FILE *f, const struct cfg_nft *cfg);
+
+#endif
