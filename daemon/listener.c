@@ -8,6 +8,7 @@
 #include "autoconf.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "query.h"
 #include "server.h"
 
@@ -56,16 +58,95 @@ static bool addr_is_wildcard(const struct cfg_addr *a)
 	return memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr, &any6, sizeof(any6)) == 0;
 }
 
-static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
+/* ---- sockets passed by socket activation ---- */
+
+#define INHERITED_MAX 64
+
+static struct inherited {
+	int fd;
+	int type;
+	struct cfg_addr addr;
+} inherited[INHERITED_MAX];
+static size_t n_inherited;
+
+size_t listener_inherit(void)
 {
-	int fd = socket(a->ss.ss_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int fds[INHERITED_MAX];
+	int n = notify_listen_fds(fds, INHERITED_MAX);
+
+	for (int i = 0; i < n; i++) {
+		struct inherited *h = &inherited[n_inherited];
+		socklen_t tl = sizeof(h->type);
+		char name[64];
+		h->fd = fds[i];
+		h->addr.len = sizeof(h->addr.ss);
+		if (getsockopt(h->fd, SOL_SOCKET, SO_TYPE, &h->type, &tl) < 0 ||
+		    getsockname(h->fd, (struct sockaddr *)&h->addr.ss, &h->addr.len) < 0 ||
+		    (h->addr.ss.ss_family != AF_INET && h->addr.ss.ss_family != AF_INET6) ||
+		    (h->type != SOCK_DGRAM && h->type != SOCK_STREAM)) {
+			log_warn("socket activation: descriptor %d is not a UDP or TCP socket; closed", h->fd);
+			close(h->fd);
+			continue;
+		}
+		fcntl(h->fd, F_SETFD, FD_CLOEXEC);
+		fcntl(h->fd, F_SETFL, fcntl(h->fd, F_GETFL) | O_NONBLOCK);
+		config_addr_str((const struct sockaddr *)&h->addr.ss, name, sizeof(name));
+		log_info("socket activation: %s (%s) passed by the service manager", name,
+			 h->type == SOCK_DGRAM ? "udp" : "tcp");
+		n_inherited++;
+	}
+	return n_inherited;
+}
+
+/** @return a passed socket of this type on exactly this address, once; or -1. */
+static int take_inherited(const struct cfg_addr *a, int type)
+{
+	for (size_t i = 0; i < n_inherited; i++) {
+		if (inherited[i].type == type && config_addr_equal(&inherited[i].addr, a)) {
+			int fd = inherited[i].fd;
+			inherited[i] = inherited[--n_inherited];
+			return fd;
+		}
+	}
+	return -1;
+}
+
+static void udp_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void set_options(int fd, const struct cfg_addr *a, int type, bool wildcard);
+
+struct listener *listener_adopt_inherited(struct server *srv)
+{
+	struct listener *list = NULL;
+
+	while (n_inherited) {
+		struct listener *l = calloc(1, sizeof(*l));
+		if (!l) {
+			log_err("socket activation: out of memory");
+			break;
+		}
+		struct cfg_addr addr = inherited[0].addr;
+		l->srv = srv;
+		l->addr = addr;
+		l->inherited = true;
+		l->wildcard = addr_is_wildcard(&addr);
+		l->udp_fd = take_inherited(&addr, SOCK_DGRAM);
+		l->tcp_fd = take_inherited(&addr, SOCK_STREAM);
+		if (l->udp_fd >= 0)
+			set_options(l->udp_fd, &addr, SOCK_DGRAM, l->wildcard);
+		ev_io_init(&l->udp_io, udp_cb, l->udp_fd, EV_READ);
+		ev_io_init(&l->tcp_io, accept_cb, l->tcp_fd, EV_READ);
+		l->udp_io.data = l->tcp_io.data = l;
+		l->next = list;
+		list = l;
+	}
+	return list;
+}
+
+static void set_options(int fd, const struct cfg_addr *a, int type, bool wildcard)
+{
 	int one = 1;
 
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (a->ss.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (type == SOCK_DGRAM) {
 		/* Bursts of queries must not overflow the default ~200 KiB
 		 * buffers; root may exceed rmem_max/wmem_max, others get what
@@ -82,6 +163,24 @@ static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
 		else
 			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
 	}
+}
+
+static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
+{
+	int fd = take_inherited(a, type);
+	int one = 1;
+
+	if (fd >= 0) {
+		set_options(fd, a, type, wildcard);
+		return fd;
+	}
+	fd = socket(a->ss.ss_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	set_options(fd, a, type, wildcard);
 	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
 	    (type == SOCK_STREAM && listen(fd, 128) < 0)) {
 		int e = errno;
@@ -92,8 +191,21 @@ static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
 	return fd;
 }
 
-static void udp_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+/** The reason a bind failed, with what to do about a privileged port. */
+static void bind_error(const struct cfg_addr *addr, const char *name, const char *proto)
+{
+	int e = errno;
+	uint16_t port = ntohs(addr->ss.ss_family == AF_INET
+			      ? ((const struct sockaddr_in *)&addr->ss)->sin_port
+			      : ((const struct sockaddr_in6 *)&addr->ss)->sin6_port);
+
+	if (e == EACCES && port < 1024 && geteuid() != 0)
+		log_err("listen %s (%s): %s: ports below 1024 need CAP_NET_BIND_SERVICE, which this "
+			"process (uid %u) does not have; restart acrdnsd to listen there",
+			name, proto, strerror(e), (unsigned)geteuid());
+	else
+		log_err("listen %s (%s): %s", name, proto, strerror(e));
+}
 
 struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
 {
@@ -110,13 +222,13 @@ struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
 	l->wildcard = addr_is_wildcard(addr);
 	l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard);
 	if (l->udp_fd < 0) {
-		log_err("listen %s (udp): %s", name, strerror(errno));
+		bind_error(addr, name, "udp");
 		free(l);
 		return NULL;
 	}
 	l->tcp_fd = open_socket(addr, SOCK_STREAM, l->wildcard);
 	if (l->tcp_fd < 0) {
-		log_err("listen %s (tcp): %s", name, strerror(errno));
+		bind_error(addr, name, "tcp");
 		close(l->udp_fd);
 		free(l);
 		return NULL;
@@ -131,18 +243,24 @@ void listener_start(struct listener *l)
 {
 	char name[64];
 
-	ev_io_start(l->srv->loop, &l->udp_io);
-	ev_io_start(l->srv->loop, &l->tcp_io);
+	if (l->udp_fd >= 0)
+		ev_io_start(l->srv->loop, &l->udp_io);
+	if (l->tcp_fd >= 0)
+		ev_io_start(l->srv->loop, &l->tcp_io);
 	config_addr_str((const struct sockaddr *)&l->addr.ss, name, sizeof(name));
-	log_info("listening on %s (udp, tcp)", name);
+	log_info("listening on %s (%s%s%s)%s", name, l->udp_fd >= 0 ? "udp" : "",
+		 l->udp_fd >= 0 && l->tcp_fd >= 0 ? ", " : "", l->tcp_fd >= 0 ? "tcp" : "",
+		 l->inherited ? " from socket activation" : "");
 }
 
 void listener_close(struct listener *l)
 {
 	ev_io_stop(l->srv->loop, &l->udp_io);
 	ev_io_stop(l->srv->loop, &l->tcp_io);
-	close(l->udp_fd);
-	close(l->tcp_fd);
+	if (l->udp_fd >= 0)
+		close(l->udp_fd);
+	if (l->tcp_fd >= 0)
+		close(l->tcp_fd);
 	free(l);
 }
 

@@ -40,7 +40,8 @@ struct listener {
 	struct server *srv;
 	struct cfg_addr addr;
 	bool wildcard;            /**< bound to 0.0.0.0 or ::: answer from the address asked */
-	int udp_fd, tcp_fd;
+	bool inherited;           /**< passed by socket activation, not in `listen`: kept on reload */
+	int udp_fd, tcp_fd;       /**< -1: none (a passed socket of one type only) */
 	ev_io udp_io, tcp_io;
 };
 
@@ -49,6 +50,16 @@ struct listener {
  * @return the listener, or NULL with the reason logged
  */
 struct listener *listener_open(struct server *srv, const struct cfg_addr *addr);
+
+/**
+ * Take the sockets passed by socket activation.  listener_open() uses one
+ * in place of binding when its address and type match.
+ * @return how many were passed
+ */
+size_t listener_inherit(void);
+
+/** @return listeners for the passed sockets no listener_open() took (not yet watched). */
+struct listener *listener_adopt_inherited(struct server *srv);
 
 /** Start watching a listener's sockets on the server's loop. */
 void listener_start(struct listener *l);
