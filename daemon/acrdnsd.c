@@ -23,7 +23,11 @@
 #include "hash.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "nft.h"
+#include "notify.h"
 #include "policy.h"
+#include "privs.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "upstream.h"
@@ -35,10 +39,12 @@ static void usage(FILE *f)
 		"usage: acrdnsd [-f] [-c FILE]\n"
 		"       acrdnsd -t [-c FILE]\n"
 		"       acrdnsd --explain NAME [-c FILE]\n"
+		"       acrdnsd --print-nft [-c FILE]\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
 		"  -f, --foreground    stay in the foreground\n"
 		"  -t, --test          check the configuration, print a summary and exit\n"
 		"  -e, --explain NAME  print which rule decides NAME and exit\n"
+		"      --print-nft     print an example nftables ruleset for the configured sets\n"
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          this text\n",
 		CONFIG_DEFAULT_PATH);
@@ -59,6 +65,7 @@ static void apply_rate_limit(struct server *s, const struct config *old, const s
 static void apply_settings(struct server *s, const struct config *cfg)
 {
 	log_set_level(cfg->log_level);
+	log_set_format(cfg->log_format);
 	s->ttl.min_ttl = cfg->min_ttl;
 	s->ttl.max_ttl = cfg->max_ttl;
 	s->ttl.negative_ttl = cfg->negative_ttl;
@@ -70,10 +77,18 @@ static void apply_settings(struct server *s, const struct config *cfg)
  * the new ones, close the rest.  Nothing changes when an address cannot be
  * opened.  @return 0 or -1
  */
+static void next_inherited_push(struct listener **list, struct listener *l)
+{
+	l->next = *list;
+	*list = l;
+}
+
 static int reconcile_listeners(struct server *s, const struct config *cfg)
 {
-	struct listener **next = calloc(cfg->n_listen, sizeof(*next));
-	bool *fresh = calloc(cfg->n_listen, sizeof(*fresh));
+	/* Socket activation without a `listen` key: the socket unit decides. */
+	size_t n_listen = s->activated && !cfg->listen_set ? 0 : cfg->n_listen;
+	struct listener **next = calloc(n_listen + 1, sizeof(*next));
+	bool *fresh = calloc(n_listen + 1, sizeof(*fresh));
 	int rc = 0;
 
 	if (!next || !fresh) {
@@ -82,7 +97,7 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 		log_err("out of memory opening listeners");
 		return -1;
 	}
-	for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
+	for (size_t i = 0; i < n_listen && rc == 0; i++) {
 		for (struct listener *l = s->listeners; l; l = l->next)
 			if (config_addr_equal(&l->addr, &cfg->listen[i]))
 				next[i] = l;
@@ -95,21 +110,24 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 				rc = -1;
 		}
 	}
+	struct listener *inherited = NULL;
 	if (rc < 0) {
-		for (size_t i = 0; i < cfg->n_listen; i++)
+		for (size_t i = 0; i < n_listen; i++)
 			if (fresh[i] && next[i])
 				listener_close(next[i]);
 	} else {
 		for (struct listener *l = s->listeners, *ln; l; l = ln) {
 			bool kept = false;
 			ln = l->next;
-			for (size_t i = 0; i < cfg->n_listen; i++)
+			for (size_t i = 0; i < n_listen; i++)
 				kept |= next[i] == l;
-			if (!kept)
+			if (!kept && !l->inherited)
 				listener_close(l);
+			else if (!kept)
+				next_inherited_push(&inherited, l);
 		}
-		s->listeners = NULL;
-		for (size_t i = cfg->n_listen; i-- > 0;) {
+		s->listeners = inherited;
+		for (size_t i = n_listen; i-- > 0;) {
 			next[i]->next = s->listeners;
 			s->listeners = next[i];
 			if (fresh[i])
@@ -119,6 +137,20 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 	free(next);
 	free(fresh);
 	return rc;
+}
+
+/** The one-line summary for systemd's STATUS=. */
+static const char *status_line(const struct server *s, char *buf, size_t len)
+{
+	size_t eps = 0;
+
+	for (size_t i = 0; i < s->policy->n_registries; i++)
+		eps += s->policy->registries[i].n_endpoints;
+	snprintf(buf, len, "serving: %zu rules, %zu registries with %zu data endpoints, "
+		 "%zu upstream servers, mode %s", rules_count(s->policy->rules),
+		 s->policy->n_registries, eps, upstream_count(s->up),
+		 s->cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
+	return buf;
 }
 
 /** A registry's endpoints changed: a new policy with the new list. */
@@ -134,6 +166,8 @@ static void rebuild_policy(struct server *s)
 	policy_free(s->policy);
 	s->policy = p;
 	s->policy_gen++;
+	char status[256];
+	notify_status(status_line(s, status, sizeof(status)));
 }
 
 /**
@@ -143,10 +177,12 @@ static void rebuild_policy(struct server *s)
  */
 static int reload(struct server *s, char *err, size_t errlen)
 {
-	struct config *cfg = config_load(s->cfg->path, err, errlen);
+	struct config *cfg;
 	struct policy *p;
+	char status[256];
 
-	if (!cfg)
+	notify_reloading();
+	if (!(cfg = config_load(s->cfg->path, err, errlen)))
 		goto failed;
 	if (!(p = policy_new(cfg, discovery_endpoints(s->disc, cfg), err, errlen))) {
 		config_free(cfg);
@@ -161,6 +197,9 @@ static int reload(struct server *s, char *err, size_t errlen)
 	char uerr[512];
 	if (upstream_configure(s->up, cfg, uerr, sizeof(uerr)) < 0)
 		log_err("reload: %s", uerr);
+	if (nft_configure(s, cfg, uerr, sizeof(uerr)) < 0)
+		log_err("reload: %s", uerr);
+	metrics_configure(s, cfg);
 	cache_set_limit(s->cache, cfg->cache_size);
 	apply_settings(s, cfg);
 	apply_rate_limit(s, s->cfg, cfg);
@@ -173,9 +212,12 @@ static int reload(struct server *s, char *err, size_t errlen)
 	control_configure(s->ctl, cfg);
 	log_notice("configuration reloaded: %zu rules, %zu upstream servers",
 		   rules_count(p->rules), upstream_count(s->up));
+	notify_ready(status_line(s, status, sizeof(status)));
 	return 0;
 failed:
 	log_err("reload failed, the running configuration stays: %s", err);
+	snprintf(status, sizeof(status), "reload failed, the running configuration stays: %s", err);
+	notify_ready(status);
 	return -1;
 }
 
@@ -322,18 +364,20 @@ int main(int argc, char **argv)
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "test", no_argument, NULL, 't' },
 		{ "explain", required_argument, NULL, 'e' },
+		{ "print-nft", no_argument, NULL, 'N' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = CONFIG_DEFAULT_PATH, *explain_name = NULL;
-	bool foreground = false, test = false;
+	bool foreground = false, test = false, print_nft = false, path_given = false;
 	char err[1024];
 	int c;
 
 	while ((c = getopt_long(argc, argv, "c:fte:Vh", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': path = optarg; break;
+		case 'c': path = optarg; path_given = true; break;
+		case 'N': print_nft = true; break;
 		case 'f': foreground = true; break;
 		case 't': test = true; break;
 		case 'e': explain_name = optarg; break;
@@ -353,6 +397,24 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (print_nft) {
+		struct config *pc = NULL;
+		/* Before anything is configured, the defaults will do. */
+		if (path_given || access(path, F_OK) == 0) {
+			char *ap = realpath(path, NULL);
+			pc = config_load(ap ? ap : path, err, sizeof(err));
+			free(ap);
+			if (!pc) {
+				fprintf(stderr, "%s\n", err);
+				return 1;
+			}
+		}
+		struct cfg_nft defaults = { true, "inet", "acrdns", "allow4", "allow6", 300 };
+		nft_print_ruleset(stdout, pc ? &pc->nft : &defaults);
+		config_free(pc);
+		curl_global_cleanup();
+		return 0;
+	}
 	/* Absolute, so that a reload after going to the background (which
 	 * changes to /) reads the same file and the same relative rule paths. */
 	char *abs_path = realpath(path, NULL);
@@ -397,16 +459,38 @@ int main(int argc, char **argv)
 		log_err("out of memory at start-up");
 		return 1;
 	}
+	s->activated = listener_inherit() > 0;
 	if (reconcile_listeners(s, cfg) < 0)
 		return 1;
-	if (upstream_configure(s->up, cfg, err, sizeof(err)) < 0) {
+	if (s->activated) {
+		struct listener *rest = listener_adopt_inherited(s);
+		while (rest) {
+			struct listener *l = rest;
+			rest = l->next;
+			l->next = s->listeners;
+			s->listeners = l;
+			listener_start(l);
+		}
+	}
+	if (!s->listeners) {
+		log_err("no address to listen on: set 'listen' or pass sockets by socket activation");
+		return 1;
+	}
+	if (upstream_configure(s->up, cfg, err, sizeof(err)) < 0 ||
+	    nft_configure(s, cfg, err, sizeof(err)) < 0) {
 		log_err("%s", err);
 		return 1;
 	}
+	if (metrics_configure(s, cfg) < 0)
+		return 1;
 	s->reload = reload;
 	s->started = ev_now(s->loop);
 	if ((s->ctl = control_new(s)))
 		control_configure(s->ctl, cfg);
+	if (privs_drop(cfg, control_path(s->ctl), err, sizeof(err)) < 0) {
+		log_err("%s", err);
+		return 1;
+	}
 	for (size_t i = 0; i < cfg->n_access; i++)
 		if (cfg->access[i].prefix == 0)
 			log_warn("access allows every address (%s/0): an open resolver can be abused",
@@ -430,10 +514,17 @@ int main(int argc, char **argv)
 	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
 		   rules_count(policy->rules), upstream_count(s->up),
 		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
+	char status[256];
+	notify_ready(status_line(s, status, sizeof(status)));
+	notify_watchdog_start(s->loop);
 
 	ev_run(s->loop, 0);
 
+	notify_stopping();
+	notify_watchdog_stop(s->loop);
 	stats_log(&s->stats);
+	nft_free(s);
+	metrics_free(s);
 	control_free(s->ctl);
 	discovery_free(s->disc);
 	upstream_free(s->up);

@@ -7,6 +7,7 @@
 #include "autoconf.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <libgen.h>
@@ -24,12 +25,14 @@
 const char *const config_keys[] = {
 	"listen", "access", "upstreams", "mode", "deny_response", "deny_ttl",
 	"rules", "allow", "deny", "local", "registries", "cache", "state_dir",
-	"control_socket", "log", "rate_limit", "tcp",
+	"control_socket", "log", "rate_limit", "tcp", "user", "group", "metrics_listen",
+	"nftables",
 	/* groups' members, as "group.key" */
 	"rate_limit.qps", "rate_limit.burst", "rate_limit.action", "rate_limit.exempt",
 	"tcp.max_connections", "tcp.max_per_client", "tcp.idle_timeout",
 	"cache.size", "cache.min_ttl", "cache.max_ttl", "cache.negative_ttl",
-	"cache.stale_ttl", "log.level", "log.queries",
+	"cache.stale_ttl", "log.level", "log.queries", "log.format",
+	"nftables.table", "nftables.set4", "nftables.set6", "nftables.grace",
 	"local.name", "local.addresses", "local.ttl",
 	"registries.login_server", "registries.data_endpoints", "registries.discovery",
 	"discovery.source", "discovery.path", "discovery.command", "discovery.interval",
@@ -510,8 +513,9 @@ static int load_tcp(struct loader *ld, struct config *cfg, const config_setting_
 
 static int load_log(struct loader *ld, struct config *cfg, const config_setting_t *g)
 {
-	static const char *const keys[] = { "level", "queries", NULL };
+	static const char *const keys[] = { "level", "queries", "format", NULL };
 	static const char *const qlog[] = { "none", "denied", "all", NULL };
+	static const char *const formats[] = { "text", "json", NULL };
 	const config_setting_t *s;
 	const char *v;
 	int q;
@@ -531,6 +535,73 @@ static int load_log(struct loader *ld, struct config *cfg, const config_setting_
 			return -1;
 		cfg->log_queries = (enum cfg_query_log)q;
 	}
+	if ((s = config_setting_get_member(g, "format"))) {
+		if (load_enum(ld, s, formats, &q) < 0)
+			return -1;
+		cfg->log_format = (enum log_format)q;
+	}
+	return 0;
+}
+
+/** A set name as nft takes it: letters, digits, '_', '-', '.'; at most 63 bytes. */
+static bool nft_name_ok(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || n > 63 || !isalpha((unsigned char)v[0]))
+		return false;
+	for (const char *p = v; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
+			return false;
+	return true;
+}
+
+static int load_nftables(struct loader *ld, struct config *cfg, const config_setting_t *g)
+{
+	static const char *const keys[] = { "table", "set4", "set6", "grace", NULL };
+	static const char *const families[] = { "ip", "ip6", "inet", NULL };
+	const config_setting_t *s;
+	const char *v;
+
+	if (!config_setting_is_group(g))
+		return fail(ld, g, "'nftables' must be a group { table = \"inet acrdns\"; ... }");
+	if (check_keys(ld, g, "nftables", keys) < 0)
+		return -1;
+	cfg->nft.enabled = true;
+	if ((s = config_setting_get_member(g, "table"))) {
+		char family[16], name[80];
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (sscanf(v, "%15s %79s", family, name) != 2 || strchr(v, '\n'))
+			return fail(ld, s, "'table' is '%s'; expected FAMILY NAME, as in \"inet acrdns\"", v);
+		bool known = false;
+		for (const char *const *f = families; *f; f++)
+			known |= strcmp(*f, family) == 0;
+		if (!known || !nft_name_ok(name))
+			return fail(ld, s, "'table' is '%s'; the family must be ip, ip6 or inet and the "
+				    "name letters, digits, '_', '-' or '.'", v);
+		snprintf(cfg->nft.family, sizeof(cfg->nft.family), "%s", family);
+		snprintf(cfg->nft.table, sizeof(cfg->nft.table), "%s", name);
+	}
+	const struct { const char *key; char *out; } sets[] = {
+		{ "set4", cfg->nft.set4 }, { "set6", cfg->nft.set6 },
+	};
+	for (size_t i = 0; i < 2; i++) {
+		if (!(s = config_setting_get_member(g, sets[i].key)))
+			continue;
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (!nft_name_ok(v))
+			return fail(ld, s, "'%s' is '%s'; a set name is letters, digits, '_', '-' or '.' "
+				    "(at most 63)", sets[i].key, v);
+		snprintf(sets[i].out, 64, "%s", v);
+	}
+	if (strcmp(cfg->nft.family, "ip") == 0)
+		cfg->nft.set6[0] = '\0';   /* an ip table holds no IPv6 set */
+	if (strcmp(cfg->nft.family, "ip6") == 0)
+		cfg->nft.set4[0] = '\0';
+	if ((s = config_setting_get_member(g, "grace")) && get_uint(ld, s, 7 * 86400, &cfg->nft.grace) < 0)
+		return -1;
 	return 0;
 }
 
@@ -754,9 +825,11 @@ static int load_root(struct loader *ld, struct config *cfg, const config_setting
 		if (check_keys(ld, root, "the configuration", top) < 0)
 			return -1;
 	}
-	if ((s = config_setting_get_member(root, "listen")) &&
-	    load_addrs(ld, s, &cfg->listen, &cfg->n_listen) < 0)
-		return -1;
+	if ((s = config_setting_get_member(root, "listen"))) {
+		if (load_addrs(ld, s, &cfg->listen, &cfg->n_listen) < 0)
+			return -1;
+		cfg->listen_set = true;
+	}
 	if (!cfg->listen) {
 		/* Loopback only unless told otherwise. */
 		cfg->listen = xcalloc(2, sizeof(*cfg->listen));
@@ -823,6 +896,31 @@ static int load_root(struct loader *ld, struct config *cfg, const config_setting
 		free(cfg->state_dir);
 		cfg->state_dir = xstrdup(v);
 	}
+	if ((s = config_setting_get_member(root, "nftables")) && load_nftables(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "user"))) {
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (!*v)
+			return fail(ld, s, "'user' is empty; name a user, or \"root\" to keep root");
+		free(cfg->user);
+		cfg->user = xstrdup(v);
+		cfg->user_set = true;
+	}
+	if ((s = config_setting_get_member(root, "group"))) {
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (!*v)
+			return fail(ld, s, "'group' is empty");
+		cfg->group = xstrdup(v);
+	}
+	if ((s = config_setting_get_member(root, "metrics_listen"))) {
+		if (get_string(ld, s, &v) < 0)
+			return -1;
+		if (config_parse_addr(v, 9153, &cfg->metrics_listen) < 0)
+			return fail(ld, s, "'metrics_listen' is '%s'; expected an address, as in "
+				    "\"127.0.0.1:9153\"", v);
+	}
 	if ((s = config_setting_get_member(root, "control_socket"))) {
 		if (get_string(ld, s, &v) < 0)
 			return -1;
@@ -859,12 +957,18 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	cfg->stale_ttl = 86400;
 	cfg->state_dir = xstrdup(LOCALSTATEDIR "/lib/acrdns");
 	cfg->control_socket = xstrdup(RUNSTATEDIR "/acrdns/control.sock");
+	cfg->user = xstrdup("acrdns");
+	snprintf(cfg->nft.family, sizeof(cfg->nft.family), "inet");
+	snprintf(cfg->nft.table, sizeof(cfg->nft.table), "acrdns");
+	snprintf(cfg->nft.set4, sizeof(cfg->nft.set4), "allow4");
+	snprintf(cfg->nft.set6, sizeof(cfg->nft.set6), "allow6");
+	cfg->nft.grace = 300;
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_queries = QLOG_DENIED;
 	cfg->tcp_max_connections = 512;
 	cfg->tcp_max_per_client = 32;
 	cfg->tcp_idle_timeout = 10;
-	if (!cfg->path || !cfg->dir || !cfg->state_dir || !cfg->control_socket) {
+	if (!cfg->path || !cfg->dir || !cfg->state_dir || !cfg->control_socket || !cfg->user) {
 		snprintf(err, errlen, "%s: out of memory", path);
 		config_free(cfg);
 		return NULL;
@@ -936,6 +1040,8 @@ void config_free(struct config *cfg)
 	free(cfg->registries);
 	free(cfg->state_dir);
 	free(cfg->control_socket);
+	free(cfg->user);
+	free(cfg->group);
 	free(cfg->rate_limit.exempt);
 	free(cfg);
 }

@@ -78,11 +78,21 @@ enum cfg_mode { MODE_ALLOWLIST, MODE_FILTER };
 enum cfg_deny_response { DENY_NXDOMAIN, DENY_NODATA, DENY_REFUSED };
 enum cfg_query_log { QLOG_NONE, QLOG_DENIED, QLOG_ALL };
 
+/** nftables sets that receive the addresses of allowed answers. */
+struct cfg_nft {
+	bool enabled;
+	char family[8];               /**< ip, ip6, inet, ... */
+	char table[64];
+	char set4[64], set6[64];      /**< "": no set for that family */
+	uint32_t grace;               /**< seconds added to each address' TTL */
+};
+
 struct config {
 	char *path;
 	char *dir;                    /**< for relative rule paths */
 	struct cfg_addr *listen;
 	size_t n_listen;
+	bool listen_set;              /**< given in the file, not the loopback default */
 	struct cfg_net *access;
 	size_t n_access;
 	struct cfg_upstream *upstreams;
@@ -116,6 +126,12 @@ struct config {
 	uint32_t tcp_idle_timeout;      /**< seconds */
 	enum log_level log_level;
 	enum cfg_query_log log_queries;
+	enum log_format log_format;
+	char *user;                   /**< who to run as once the sockets are open */
+	bool user_set;                /**< named in the file, not the default */
+	char *group;                  /**< NULL: the user's primary group */
+	struct cfg_addr metrics_listen; /**< len 0: no HTTP metrics listener */
+	struct cfg_nft nft;
 };
 
 /**

@@ -25,6 +25,8 @@
 #include "control.h"
 #include "discovery.h"
 #include "log.h"
+#include "metrics.h"
+#include "nft.h"
 #include "policy.h"
 #include "server.h"
 #include "upstream.h"
@@ -296,6 +298,82 @@ static char *dump_cache(struct server *s, bool json)
 	return x.t.buf;
 }
 
+static char *metrics(struct server *s, bool json)
+{
+	char *m = metrics_render(s);
+
+	if (!m)
+		return error_answer(json, "out of memory");
+	if (!json)
+		return m;
+	/* Prometheus text is the format; JSON only wraps it. */
+	json_t *o = json_pack("{s:s}", "metrics", m);
+	free(m);
+	return json_answer(o);
+}
+
+static char *nft_ruleset(struct server *s, bool json)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		return error_answer(json, "out of memory");
+	nft_print_ruleset(f, &s->cfg->nft);
+	if (fclose(f) != 0 || !text) {
+		free(text);
+		return error_answer(json, "out of memory");
+	}
+	if (!json)
+		return text;
+	json_t *o = json_pack("{s:s,s:b}", "ruleset", text, "enabled", s->cfg->nft.enabled);
+	free(text);
+	return json_answer(o);
+}
+
+/** Is name a regional (geo-replica) endpoint rather than a data endpoint? */
+static bool is_regional(const char *login, const char *name)
+{
+	const char *dot = strchr(login, '.');
+	size_t reg = dot ? (size_t)(dot - login) : strlen(login);
+	const char *region_end = strchr(name + reg + 1, '.');
+
+	return region_end && strncasecmp(region_end, ".geo.", 5) == 0;
+}
+
+static char *firewall(struct server *s, bool json)
+{
+	struct text t = { 0 };
+	json_t *arr = json ? json_array() : NULL;
+
+	for (size_t i = 0; i < s->policy->n_registries; i++) {
+		const struct policy_registry *r = &s->policy->registries[i];
+		if (json) {
+			json_t *data = json_array(), *geo = json_array(), *names = json_array();
+			json_array_append_new(names, json_string(r->login_server));
+			for (size_t j = 0; j < r->n_endpoints; j++) {
+				json_array_append_new(is_regional(r->login_server, r->endpoints[j]) ? geo : data,
+						      json_string(r->endpoints[j]));
+				json_array_append_new(names, json_string(r->endpoints[j]));
+			}
+			json_array_append_new(arr, json_pack("{s:s,s:s,s:o,s:o,s:o}", "registry",
+				r->login_server, "login_server", r->login_server, "data_endpoints", data,
+				"regional_endpoints", geo, "names", names));
+			continue;
+		}
+		put(&t, "# %s: login server, then %zu data and regional endpoints\n%s\n", r->login_server,
+		    r->n_endpoints, r->login_server);
+		for (size_t j = 0; j < r->n_endpoints; j++)
+			put(&t, "%s\n", r->endpoints[j]);
+	}
+	if (json)
+		return json_answer(arr);
+	if (!t.buf)
+		put(&t, "# no registries configured\n");
+	return t.buf;
+}
+
 static char *reload(struct server *s, bool json)
 {
 	char err[1024];
@@ -326,7 +404,7 @@ char *control_answer(struct server *s, const char *request)
 	}
 	if (n == 0)
 		return error_answer(json, "empty request; try: status, stats, endpoints, explain NAME, "
-				    "flush [NAME], dump-cache, reload");
+				    "flush [NAME], dump-cache, reload, metrics, nft, firewall");
 	const char *cmd = words[0], *arg = n > 1 ? words[1] : NULL;
 	bool one_arg = strcmp(cmd, "explain") == 0 || strcmp(cmd, "flush") == 0;
 	if (n > (one_arg ? 2 : 1))
@@ -345,8 +423,14 @@ char *control_answer(struct server *s, const char *request)
 		return dump_cache(s, json);
 	if (strcmp(cmd, "reload") == 0)
 		return reload(s, json);
+	if (strcmp(cmd, "metrics") == 0)
+		return metrics(s, json);
+	if (strcmp(cmd, "nft") == 0)
+		return nft_ruleset(s, json);
+	if (strcmp(cmd, "firewall") == 0)
+		return firewall(s, json);
 	return error_answer(json, "unknown command '%.64s'; try: status, stats, endpoints, explain NAME, "
-			    "flush [NAME], dump-cache, reload", cmd);
+			    "flush [NAME], dump-cache, reload, metrics, nft, firewall", cmd);
 }
 
 /* ---- the socket ---- */
@@ -528,6 +612,11 @@ void control_configure(struct control *c, const struct config *cfg)
 	c->io.data = c;
 	ev_io_start(c->srv->loop, &c->io);
 	log_info("control socket %s", c->path);
+}
+
+const char *control_path(const struct control *c)
+{
+	return c && c->fd >= 0 ? c->path : NULL;
 }
 
 void control_free(struct control *c)

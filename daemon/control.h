@@ -27,6 +27,9 @@ void control_configure(struct control *c, const struct config *cfg);
 /** Close the socket, remove its path, drop open connections, free. */
 void control_free(struct control *c);
 
+/** @return the socket's path, or NULL when it is not open. */
+const char *control_path(const struct control *c);
+
 /**
  * Answer one request line (exposed for tests and fuzzing).
  * @return the answer, malloc'd; the caller frees it

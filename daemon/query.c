@@ -12,6 +12,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "nft.h"
 #include "query.h"
 #include "ratelimit.h"
 #include "server.h"
@@ -31,9 +32,11 @@ static void log_decision(const struct server *s, const struct reply_to *rt,
 		return;
 	config_addr_str((const struct sockaddr *)&rt->peer, peer, sizeof(peer));
 	wire_name_str(q->qname, name);
-	log_query("query client=%s proto=%s name=%s type=%s verdict=%s rule=\"%s\"%s%s",
-		  peer, rt->tcp ? "tcp" : "udp", name, wire_type_str(q->qtype, tbuf),
-		  policy_verdict_name(d->verdict), rule, via ? " via=" : "", via ? via : "");
+	log_query(&(struct log_query_fields){
+		.client = peer, .proto = rt->tcp ? "tcp" : "udp", .name = name,
+		.type = wire_type_str(q->qtype, tbuf), .verdict = policy_verdict_name(d->verdict),
+		.rule = rule, .via = via,
+	});
 }
 
 /**
@@ -165,13 +168,19 @@ static void answer_local(struct server *s, const struct reply_to *rt, const stru
 	wire_put16(out + 6, (uint16_t)n);
 	if (n == 0)
 		len = put_soa(out, len, l->ttl); /* NODATA for other types */
+	else if (s->nft)
+		nft_learn(s->nft, out, len);
 	finish(s, rt, q, len, 0, 0, NULL);
 }
 
 static void answer_cached(struct server *s, const struct reply_to *rt, const struct wire_query *q,
-			  const struct cache_msg *m, uint32_t age, bool stale)
+			  const struct cache_msg *m, uint32_t age, bool stale, enum verdict verdict)
 {
 	size_t len = cache_render(m, age, stale, q, s->out);
+
+	/* Before finish(): a reply cut for UDP still teaches the set its addresses. */
+	if (s->nft && verdict == VERDICT_ALLOW)
+		nft_learn(s->nft, s->out, len);
 
 	if (stale)
 		finish(s, rt, q, len, 0, EDE_STALE, "");
@@ -250,6 +259,8 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 		policy_describe(s->policy, &d, rule, sizeof(rule));
 		log_decision(s, rt, &q, &d, rule, NULL);
 	}
+	if (rt->udp || rt->tcp)
+		s->stats.verdicts[rt->tcp != NULL][d.verdict & 3]++;
 	switch (d.verdict) {
 	case VERDICT_LOCAL:
 		s->stats.local++;
@@ -280,7 +291,7 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	/* A chain checked under another policy is checked again: fetch anew. */
 	if (cs == CACHE_FRESH && !(d.verdict == VERDICT_PASS && has_cname && gen != s->policy_gen)) {
 		s->stats.cache_hits++;
-		answer_cached(s, rt, &q, &m, age, false);
+		answer_cached(s, rt, &q, &m, age, false, d.verdict);
 		return;
 	}
 	s->stats.cache_misses++;
@@ -337,7 +348,7 @@ void query_answer(struct server *s, struct query_client *c, const struct cache_m
 {
 	if (stale)
 		s->stats.stale_served++;
-	answer_cached(s, &c->rt, &c->q, m, age, stale);
+	answer_cached(s, &c->rt, &c->q, m, age, stale, c->verdict);
 	client_done(c);
 }
 

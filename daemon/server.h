@@ -18,6 +18,8 @@
 struct control;
 struct discovery;
 struct listener;
+struct metrics_http;
+struct nft;
 struct upstreams;
 
 struct server {
@@ -31,6 +33,9 @@ struct server {
 	struct discovery *disc;
 	struct ratelimit *rl;         /**< NULL: no rate limit */
 	struct control *ctl;
+	struct nft *nft;              /**< NULL: no nftables sets to fill */
+	struct metrics_http *metrics; /**< NULL: no HTTP metrics listener */
+	bool activated;               /**< started with sockets from socket activation */
 	ev_tstamp started;
 	/** Reload the configuration; 0, or -1 with the reason in err. */
 	int (*reload)(struct server *s, char *err, size_t errlen);

@@ -1,5 +1,6 @@
 """Fixtures: a scripted upstream and the real acrdnsd started against it."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -49,6 +50,7 @@ class Daemon:
         self.logfile = tmp_path / "acrdnsd.log"
         self.proc = None
         self.env = None
+        self.prefix = []   # e.g. ["ip", "netns", "exec", NAME]
         self.write_config(config)
 
     def write_config(self, config):
@@ -60,6 +62,10 @@ class Daemon:
         if "control_socket" not in text:
             # Never the host's /run/acrdns/control.sock: a test is not the host's daemon.
             text += f'\ncontrol_socket = "{self.tmp}/control.sock";\n'
+        if not re.search(r"^\s*user\s*=", text, re.M):
+            # Test files live in pytest's 0700 directories, which only root can
+            # read after start-up; test_operations covers the privilege drop.
+            text += '\nuser = "root";\n'
         self.conf.write_text(text)
 
     def start(self, wait=True):
@@ -70,7 +76,7 @@ class Daemon:
             # ACRDNS_WRAPPER runs the daemon under a tool, e.g.
             # "valgrind --leak-check=full --error-exitcode=99" (timing tests will not hold).
             wrapper = os.environ.get("ACRDNS_WRAPPER", "").split()
-            self.proc = subprocess.Popen(wrapper + [ACRDNSD, "-f", "-c", str(self.conf)],
+            self.proc = subprocess.Popen(self.prefix + wrapper + [ACRDNSD, "-f", "-c", str(self.conf)],
                                          stdout=self.log, stderr=self.log, env=env)
             if not wait:
                 return self
