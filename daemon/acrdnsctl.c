@@ -31,6 +31,9 @@ static void usage(FILE *f)
 		"  flush [NAME]    drop NAME (every type) or everything from the cache\n"
 		"  dump-cache      every cached answer with its remaining TTL\n"
 		"  reload          re-read the configuration (as SIGHUP), reporting errors\n"
+		"  metrics         every counter in the Prometheus text format\n"
+		"  nft             an example nftables ruleset for the configured sets\n"
+		"  firewall        each registry's endpoint names, for name-based firewalls\n"
 		"options:\n"
 		"  -s, --socket PATH   control socket (default %s)\n"
 		"  -j, --json          answer in JSON\n", DEFAULT_SOCKET);

@@ -317,6 +317,20 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 			       "which stays denied; enable them with "
 			       "'az acr update --name NAME --data-endpoint-enabled'\n");
 	}
+	if (strcmp(cfg->user, "root") == 0)
+		printf("user: root (kept: the configuration says so)\n");
+	else
+		printf("user: %s%s, group: %s (once the sockets are open, when started as root)\n",
+		       cfg->user, cfg->user_set ? "" : " (default; 'nobody' when it does not exist)",
+		       cfg->group ? cfg->group : "the user's");
+	if (cfg->metrics_listen.len) {
+		config_addr_str((const struct sockaddr *)&cfg->metrics_listen.ss, buf, sizeof(buf));
+		printf("metrics: http://%s/metrics\n", buf);
+	}
+	if (cfg->nft.enabled)
+		printf("nftables: %s %s, sets %s%s%s, timeout TTL + %u s\n", cfg->nft.family, cfg->nft.table,
+		       cfg->nft.set4, cfg->nft.set4[0] && cfg->nft.set6[0] ? " and " : "", cfg->nft.set6,
+		       cfg->nft.grace);
 	for (size_t i = 0; i < cfg->n_local; i++) {
 		char name[WIRE_NAME_STRLEN];
 		wire_name_str(cfg->local[i].name, name);

@@ -404,6 +404,7 @@ static struct known *known_get(struct discovery *d, const char *login, const cha
 		return NULL;
 	d->known = k;
 	k = &d->known[d->n_known];
+	memset(k, 0, sizeof(*k));
 	if (!(k->login = strdup(login)))
 		return NULL;
 	/* A restart without network still allows the endpoints it knew. */

@@ -349,12 +349,12 @@ int metrics_configure(struct server *s, const struct config *cfg)
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 			 (cfg->metrics_listen.ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
 	struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, answer, m,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&cfg->metrics_listen.ss,
 		MHD_OPTION_CONNECTION_LIMIT, 16u,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, 4u,
 		MHD_OPTION_CONNECTION_TIMEOUT, 10u,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_END);
 	if (!d) {
 		log_err("metrics_listen %s: cannot listen (%s)%s", name, strerror(errno),

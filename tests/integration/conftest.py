@@ -56,7 +56,7 @@ class Daemon:
     def write_config(self, config):
         text = textwrap.dedent(config).replace("@PORT@", str(self.port)).replace(
             "@SRCDIR@", os.path.abspath(SRCDIR))
-        if "listen" not in text:
+        if not re.search(r"^\s*listen\s*=", text, re.M):
             addr = f"[{self.host}]" if ":" in self.host else self.host
             text = f'listen = [ "{addr}:{self.port}" ];\n' + text
         if "control_socket" not in text:
@@ -204,6 +204,8 @@ def daemon(tmp_path):
     yield make
     for d in started:
         rc = d.stop()
+        if getattr(d, "exit_expected", False):
+            continue
         # A daemon that died on its own during a test is a failure in itself.
         assert rc in (0, None, -signal.SIGTERM), f"acrdnsd exit {rc}:\n{d.read_log()[-3000:]}"
 

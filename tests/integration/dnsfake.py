@@ -224,3 +224,17 @@ class FakeUpstream:
                 return None
             buf += chunk
         return buf
+
+
+if __name__ == "__main__":
+    # Standalone, for a network namespace the test process is not in:
+    #   dnsfake.py HOST "NAME TYPE DATA" ...   prints the port, serves until killed.
+    import sys
+    up = FakeUpstream(sys.argv[1])
+    for rr in sys.argv[2:]:
+        owner = rr.split()[0]
+        prev = up.script.get(owner.lower().rstrip(".") + ".")
+        up.set(owner, records=(prev.records if prev else []) + [rr])
+    print(up.port, flush=True)
+    while True:
+        time.sleep(3600)

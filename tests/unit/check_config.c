@@ -91,6 +91,21 @@ START_TEST(errors)
 	expect_error("upstreams = [ \"dns.example\" ];\n", 1, "is not an address[:port] or file:PATH");
 	expect_error("upstreams = [ \"file:\" ];\n", 1, "needs a path");
 	expect_error("upstreams = [ \"192.0.2.1:70000\" ];\n", 1, "not an address");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nnftables = { table = \"acrdns\"; };\n", 2,
+		     "expected FAMILY NAME");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nnftables = { table = \"arp acrdns\"; };\n", 2,
+		     "the family must be ip, ip6 or inet");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nnftables = { set4 = \"a b\"; };\n", 2,
+		     "'set4' is 'a b'");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nnftables = { grace = -5; };\n", 2,
+		     "must be between 0 and");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nnftables = { sets = 1; };\n", 2,
+		     "unknown key 'sets' in nftables");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nuser = \"\";\n", 2, "'user' is empty");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nmetrics_listen = \"any\";\n", 2,
+		     "'metrics_listen' is 'any'");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nlog = { format = \"xml\"; };\n", 2,
+		     "expected text | json");
 	/* found by fuzz_config: crashed in config_free() */
 	expect_error("upstreams = ( { names = [ \"10.0.0.1\" ]; } );\n", 1, "must be a list of strings");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nlisten = [ \"localhost:53\" ];\n", 2,
@@ -219,7 +234,7 @@ START_TEST(every_key_documented)
 {
 	const char *srcdir = getenv("ACRDNS_SRCDIR");
 	char path[4096];
-	static char man[65536];
+	static char man[262144];
 
 	snprintf(path, sizeof(path), "%s/man/acrdnsd.conf.5", srcdir ? srcdir : ".");
 	FILE *f = fopen(path, "r");

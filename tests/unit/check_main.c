@@ -38,6 +38,7 @@ int main(void)
 	srunner_add_suite(sr, config_suite());
 	srunner_add_suite(sr, policy_suite());
 	srunner_add_suite(sr, discovery_suite());
+	srunner_add_suite(sr, nft_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
