@@ -133,6 +133,75 @@ void nft_print_ruleset(FILE *f, const struct cfg_nft *c)
 	fprintf(f, "}\n");
 }
 
+static bool in_chain(uint8_t (*chain)[WIRE_NAME_MAX + 1], const int *lens, int n, const uint8_t *name,
+		     int len)
+{
+	for (int i = 0; i < n; i++)
+		if (lens[i] == len && memcmp(chain[i], name, (size_t)len) == 0)
+			return true;
+	return false;
+}
+
+void nft_answer_addresses(const uint8_t *msg, size_t len, nft_addr_cb cb, void *arg)
+{
+	uint8_t chain[CHAIN_MAX][WIRE_NAME_MAX + 1], owner[WIRE_NAME_MAX + 1];
+	int lens[CHAIN_MAX], nchain = 0;
+	size_t pos = WIRE_HDR, start;
+	struct wire_rr rr;
+
+	if (len < WIRE_HDR || wire_get16(msg + 4) != 1 || WIRE_RCODE(wire_get16(msg + 2)) != 0)
+		return;
+	unsigned an = wire_get16(msg + 6);
+	if ((lens[0] = wire_name_read(msg, len, &pos, chain[0])) < 0)
+		return;
+	wire_name_lower(chain[0], (size_t)lens[0]);
+	nchain = 1;
+	pos += 4;
+	start = pos;
+	/* The chain first, in as many passes as it has links (records may come in any order). */
+	for (bool grew = true; grew && nchain < CHAIN_MAX;) {
+		grew = false;
+		pos = start;
+		for (unsigned i = 0; i < an && nchain < CHAIN_MAX; i++) {
+			if (wire_rr_next(msg, len, &pos, &rr) < 0)
+				return;
+			if (rr.type != LDNS_RR_TYPE_CNAME)
+				continue;
+			size_t p = rr.owner, q = rr.rdata;
+			int ol = wire_name_read(msg, len, &p, owner);
+			if (ol < 0)
+				continue;
+			wire_name_lower(owner, (size_t)ol);
+			if (!in_chain(chain, lens, nchain, owner, ol))
+				continue;
+			int tl = wire_name_read(msg, len, &q, chain[nchain]);
+			if (tl < 0)
+				continue;
+			wire_name_lower(chain[nchain], (size_t)tl);
+			if (!in_chain(chain, lens, nchain, chain[nchain], tl)) {
+				lens[nchain++] = tl;
+				grew = true;
+			}
+		}
+	}
+	pos = start;
+	for (unsigned i = 0; i < an; i++) {
+		if (wire_rr_next(msg, len, &pos, &rr) < 0)
+			return;
+		bool a = rr.type == LDNS_RR_TYPE_A && rr.rdlen == 4;
+		bool aaaa = rr.type == LDNS_RR_TYPE_AAAA && rr.rdlen == 16;
+		if ((!a && !aaaa) || rr.rclass != LDNS_RR_CLASS_IN)
+			continue;
+		size_t p = rr.owner;
+		int ol = wire_name_read(msg, len, &p, owner);
+		if (ol < 0)
+			continue;
+		wire_name_lower(owner, (size_t)ol);
+		if (in_chain(chain, lens, nchain, owner, ol))
+			cb(arg, a ? 4 : 6, msg + rr.rdata, rr.ttl);
+	}
+}
+
 #ifdef HAVE_NFTABLES
 
 struct seen {
@@ -300,73 +369,15 @@ static void learn_addr(struct nft *n, int family, const uint8_t *raw, uint32_t t
 	}
 }
 
-static bool in_chain(uint8_t (*chain)[WIRE_NAME_MAX + 1], const int *lens, int n, const uint8_t *name,
-		     int len)
+static void learn_cb(void *arg, int family, const uint8_t *addr, uint32_t ttl)
 {
-	for (int i = 0; i < n; i++)
-		if (lens[i] == len && memcmp(chain[i], name, (size_t)len) == 0)
-			return true;
-	return false;
+	learn_addr(arg, family, addr, ttl);
 }
 
 void nft_learn(struct nft *n, const uint8_t *msg, size_t len)
 {
-	uint8_t chain[CHAIN_MAX][WIRE_NAME_MAX + 1], owner[WIRE_NAME_MAX + 1];
-	int lens[CHAIN_MAX], nchain = 0;
-	size_t pos = WIRE_HDR, start;
-	struct wire_rr rr;
-
-	if (!n || len < WIRE_HDR || wire_get16(msg + 4) != 1 || WIRE_RCODE(wire_get16(msg + 2)) != 0)
-		return;
-	unsigned an = wire_get16(msg + 6);
-	if ((lens[0] = wire_name_read(msg, len, &pos, chain[0])) < 0)
-		return;
-	wire_name_lower(chain[0], (size_t)lens[0]);
-	nchain = 1;
-	pos += 4;
-	start = pos;
-	/* The chain first, in as many passes as it has links (records may come in any order). */
-	for (bool grew = true; grew && nchain < CHAIN_MAX;) {
-		grew = false;
-		pos = start;
-		for (unsigned i = 0; i < an && nchain < CHAIN_MAX; i++) {
-			if (wire_rr_next(msg, len, &pos, &rr) < 0)
-				return;
-			if (rr.type != LDNS_RR_TYPE_CNAME)
-				continue;
-			size_t p = rr.owner, q = rr.rdata;
-			int ol = wire_name_read(msg, len, &p, owner);
-			if (ol < 0)
-				continue;
-			wire_name_lower(owner, (size_t)ol);
-			if (!in_chain(chain, lens, nchain, owner, ol))
-				continue;
-			int tl = wire_name_read(msg, len, &q, chain[nchain]);
-			if (tl < 0)
-				continue;
-			wire_name_lower(chain[nchain], (size_t)tl);
-			if (!in_chain(chain, lens, nchain, chain[nchain], tl)) {
-				lens[nchain++] = tl;
-				grew = true;
-			}
-		}
-	}
-	pos = start;
-	for (unsigned i = 0; i < an; i++) {
-		if (wire_rr_next(msg, len, &pos, &rr) < 0)
-			return;
-		bool a = rr.type == LDNS_RR_TYPE_A && rr.rdlen == 4;
-		bool aaaa = rr.type == LDNS_RR_TYPE_AAAA && rr.rdlen == 16;
-		if ((!a && !aaaa) || rr.rclass != LDNS_RR_CLASS_IN)
-			continue;
-		size_t p = rr.owner;
-		int ol = wire_name_read(msg, len, &p, owner);
-		if (ol < 0)
-			continue;
-		wire_name_lower(owner, (size_t)ol);
-		if (in_chain(chain, lens, nchain, owner, ol))
-			learn_addr(n, a ? 4 : 6, msg + rr.rdata, rr.ttl);
-	}
+	if (n)
+		nft_answer_addresses(msg, len, learn_cb, n);
 }
 
 bool nft_counters(const struct nft *n, struct nft_counters *out)

@@ -59,6 +59,15 @@ bool nft_counters(const struct nft *n, struct nft_counters *out);
  */
 void nft_learn(struct nft *n, const uint8_t *msg, size_t len);
 
+typedef void (*nft_addr_cb)(void *arg, int family, const uint8_t *addr, uint32_t ttl);
+
+/**
+ * Call cb for each A (family 4) and AAAA (6) record of a NOERROR answer
+ * whose owner is the question's name or a name that the answer's CNAME
+ * records lead to from it (up to 16 names); other records are ignored.
+ */
+void nft_answer_addresses(const uint8_t *msg, size_t len, nft_addr_cb cb, void *arg);
+
 /** @return the timeout in seconds for a record with this TTL. */
 uint32_t nft_timeout(uint32_t ttl, uint32_t grace);
 
