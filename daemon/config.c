@@ -569,10 +569,11 @@ static int load_nftables(struct loader *ld, struct config *cfg, const config_set
 		return -1;
 	cfg->nft.enabled = true;
 	if ((s = config_setting_get_member(g, "table"))) {
-		char family[16], name[80];
+		char family[8], name[64];
 		if (get_string(ld, s, &v) < 0)
 			return -1;
-		if (sscanf(v, "%15s %79s", family, name) != 2 || strchr(v, '\n'))
+		char extra[2];
+		if (sscanf(v, "%7s %63s %1s", family, name, extra) != 2 || strchr(v, '\n'))
 			return fail(ld, s, "'table' is '%s'; expected FAMILY NAME, as in \"inet acrdns\"", v);
 		bool known = false;
 		for (const char *const *f = families; *f; f++)
@@ -580,8 +581,8 @@ static int load_nftables(struct loader *ld, struct config *cfg, const config_set
 		if (!known || !nft_name_ok(name))
 			return fail(ld, s, "'table' is '%s'; the family must be ip, ip6 or inet and the "
 				    "name letters, digits, '_', '-' or '.'", v);
-		snprintf(cfg->nft.family, sizeof(cfg->nft.family), "%s", family);
-		snprintf(cfg->nft.table, sizeof(cfg->nft.table), "%s", name);
+		memcpy(cfg->nft.family, family, sizeof(family));
+		memcpy(cfg->nft.table, name, sizeof(name));
 	}
 	const struct { const char *key; char *out; } sets[] = {
 		{ "set4", cfg->nft.set4 }, { "set6", cfg->nft.set6 },
