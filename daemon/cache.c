@@ -1,11 +1,14 @@
 /**
  * \file cache.c
  * Chained hash table plus an LRU list.  Each entry is one allocation:
- * header, name, message, TTL offsets.  Memory is accounted per entry with
- * the allocator's overhead, so the bound holds in resident memory too.
+ * header, name, message, TTL offsets.  Memory is accounted as the
+ * allocator reports it (malloc_usable_size plus its chunk header) and the
+ * bucket array counts too, so that `size` bounds what the cache really
+ * holds, not just the bytes of its answers.
  */
 #include "autoconf.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +28,7 @@ struct cache_entry {
 	uint8_t name_len;                  /**< 255 stored as 255 */
 	uint8_t flags;
 	bool has_cname;
+	uint32_t charged;                  /**< bytes accounted for this entry */
 	uint16_t ttl_off[];                /**< nttl offsets, then the name, then the message */
 };
 
@@ -37,11 +41,12 @@ struct cache {
 	struct cache_entry head;           /**< LRU sentinel */
 };
 
-#define ENTRY_OVERHEAD 16  /* malloc's header, roughly */
+/* glibc's chunk header, which malloc_usable_size() leaves out. */
+#define CHUNK_HEADER sizeof(size_t)
 
 static size_t entry_size(const struct cache_entry *e)
 {
-	return sizeof(*e) + e->nttl * sizeof(uint16_t) + e->name_len + e->msg_len + ENTRY_OVERHEAD;
+	return e->charged;
 }
 
 static uint8_t *entry_name(struct cache_entry *e)
@@ -57,7 +62,7 @@ static uint8_t *entry_msg(struct cache_entry *e)
 struct cache *cache_new(size_t max_bytes)
 {
 	struct cache *c = calloc(1, sizeof(*c));
-	size_t n = 1024;
+	size_t n = 64;   /* grows with the entries */
 
 	if (!c)
 		return NULL;
@@ -68,6 +73,7 @@ struct cache *cache_new(size_t max_bytes)
 	}
 	c->mask = n - 1;
 	c->max_bytes = max_bytes;
+	c->bytes = n * sizeof(*c->buckets);
 	c->head.prev = c->head.next = &c->head;
 	return c;
 }
@@ -162,6 +168,7 @@ static void grow(struct cache *c)
 	}
 	free(c->buckets);
 	c->buckets = b;
+	c->bytes += (n - (c->mask + 1)) * sizeof(*b);
 	c->mask = n - 1;
 }
 
@@ -282,10 +289,11 @@ void cache_insert(struct cache *c, const struct cache_key *key, const struct cac
 	if ((e = find(c, key, h)))
 		entry_remove(c, e);
 	size = sizeof(*e) + a->nttl * sizeof(uint16_t) + key->name_len + a->len;
-	if (size + ENTRY_OVERHEAD > c->max_bytes / 4)
+	if (size + CHUNK_HEADER > c->max_bytes / 4)
 		return;
 	if (!(e = malloc(size)))
 		return; /* the answer is still sent, just not kept */
+	e->charged = (uint32_t)(malloc_usable_size(e) + CHUNK_HEADER);
 	e->hash = h;
 	e->stored_ms = now_ms;
 	e->ttl = a->ttl;
@@ -306,7 +314,8 @@ void cache_insert(struct cache *c, const struct cache_key *key, const struct cac
 	lru_front(c, e);
 	c->count++;
 	c->bytes += entry_size(e);
-	if (c->count > c->mask + 1)
+	/* A bigger bucket array only while it stays a small part of the bound. */
+	if (c->count > c->mask + 1 && (c->mask + 1) * 2 * sizeof(*c->buckets) <= c->max_bytes / 16)
 		grow(c);
 	evict(c);
 }
