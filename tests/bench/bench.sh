@@ -1,15 +1,19 @@
 #!/bin/bash
-# Benchmark acrdnsd against unbound and dnsmasq, in one run, on this machine.
+# Benchmark acrdnsd against unbound, dnsmasq and dnsdist, in one run, on this machine.
 #
-# All three forward to the same local upstream (an unbound instance that
-# answers every name under bench.lan. from local data), and dnsperf
-# measures, for each:
+# All forward to the same local upstream (an unbound instance that answers
+# every name under bench.lan. from local data), and dnsperf measures, for each:
 #   cached QPS      - a few names, all cached after a warm-up, as fast as it goes
 #   CPU/query       - the server's own CPU time per cached query at a fixed rate
 #   forwarding QPS  - every name unique, so every query goes upstream
-#   callgrind       - instructions per cached query (acrdnsd only; repeatable)
+#                     (dnsdist, a load balancer without a cache here, only this)
+# then, for acrdnsd alone:
+#   callgrind       - instructions per cached query with the shipped rules, and
+#                     with one million more (lookup cost must not depend on it)
+#   1M rules        - load time and resident memory of a million-rule policy
+#   cache memory    - resident memory the cache adds once full, against `size`
 # and prints ratios: absolute numbers move from machine to machine, ratios
-# from one run do not.  Needs: dnsperf unbound dnsmasq-base valgrind (Debian).
+# from one run do not.  Needs: dnsperf unbound dnsmasq-base dnsdist valgrind (Debian).
 #
 # Usage: tests/bench/bench.sh [seconds per measurement, default 10] [fixed rate, default 20000]
 set -euo pipefail
@@ -20,9 +24,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 top=$(cd "$here/../.." && pwd)
 ACRDNSD=${ACRDNSD:-$top/daemon/acrdnsd}
-for tool in dnsperf unbound dnsmasq; do
+for tool in dnsperf unbound dnsmasq dnsdist; do
 	command -v $tool >/dev/null || [ -x /usr/sbin/$tool ] || {
-		echo "bench: $tool is missing (apt-get install dnsperf unbound dnsmasq-base valgrind)" >&2; exit 1; }
+		echo "bench: $tool is missing (apt-get install dnsperf unbound dnsmasq-base dnsdist valgrind)" >&2; exit 1; }
 done
 [ -x "$ACRDNSD" ] || { echo "bench: build acrdnsd first ($ACRDNSD)" >&2; exit 1; }
 PATH=$PATH:/usr/sbin
@@ -32,7 +36,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-UP=25353 ACR=25354 UNB=25355 DMQ=25356
+UP=25353 ACR=25354 UNB=25355 DMQ=25356 DDI=25357
 
 # ---- the shared upstream ----
 upstream_conf $UP "$work" > "$work/upstream.conf"
@@ -49,6 +53,17 @@ dnsmasq -k -C /dev/null -p $DMQ --listen-address=127.0.0.1 --bind-interfaces --n
 	--no-hosts --server=127.0.0.1#$UP --cache-size=10000 --dns-forward-max=1000 \
 	--log-facility=/dev/null & pids+=($!); DMQ_PID=$!
 
+# dnsdist: one backend, no packet cache, health checks off (a bench.lan name
+# would do, but they only add noise), one listener thread as the others.
+cat > "$work/dnsdist.conf" <<CONF
+setLocal("127.0.0.1:$DDI")
+setACL({"127.0.0.0/8"})
+newServer({address="127.0.0.1:$UP", healthCheckMode="up"})
+setSecurityPollSuffix("")
+CONF
+dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >/dev/null 2>&1 & pids+=($!); DDI_PID=$!
+
+# The benchmark runs as root; the files are in a private directory.
 cat > "$work/acrdnsd.conf" <<CONF
 listen = [ "127.0.0.1:$ACR" ];
 upstreams = [ "127.0.0.1:$UP" ];
@@ -56,6 +71,8 @@ mode = "filter";
 rules = [ "$top/rules/*.rules" ];
 cache = { size = "64M"; };
 log = { level = "warning"; queries = "none"; };
+control_socket = "$work/control.sock";
+user = "root";
 CONF
 "$ACRDNSD" -f -c "$work/acrdnsd.conf" & pids+=($!); ACR_PID=$!
 sleep 1
@@ -85,8 +102,8 @@ perf() { dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$3" -c 4 -q 200 ${4:+-Q $4} 2>
 field() { awk -v k="$1" '$0 ~ k { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { print $i; exit } }'; }
 
 declare -A QPS CPU FWD LOST PORT PID
-PORT=([acrdnsd]=$ACR [unbound]=$UNB [dnsmasq]=$DMQ)
-PID=([acrdnsd]=$ACR_PID [unbound]=$UNB_PID [dnsmasq]=$DMQ_PID)
+PORT=([acrdnsd]=$ACR [unbound]=$UNB [dnsmasq]=$DMQ [dnsdist]=$DDI)
+PID=([acrdnsd]=$ACR_PID [unbound]=$UNB_PID [dnsmasq]=$DMQ_PID [dnsdist]=$DDI_PID)
 SERVERS="acrdnsd unbound dnsmasq"
 for name in $SERVERS; do
 	port=${PORT[$name]}
@@ -96,6 +113,9 @@ for name in $SERVERS; do
 	FWD[$name]=$(echo "$out" | field "Queries per second")
 	LOST[$name]=$(echo "$out" | field "Queries lost")
 done
+out=$(perf $DDI "$work/miss.txt" "$DUR")
+FWD[dnsdist]=$(echo "$out" | field "Queries per second")
+LOST[dnsdist]=$(echo "$out" | field "Queries lost")
 # CPU per cached query: three rounds, the servers taking turns, and each
 # server's median, so that drift on a shared machine does not pick a winner.
 declare -A SAMPLES
@@ -119,20 +139,80 @@ printf '%-28s %12s %12s %12s %14s %14s\n' "CPU us/query at $RATE qps" "${CPU[acr
 printf '%-28s %12.0f %12.0f %12.0f %14s %14s\n' "forwarding QPS (all miss)" "${FWD[acrdnsd]}" "${FWD[unbound]}" "${FWD[dnsmasq]}" \
 	"$(ratio "${FWD[acrdnsd]}" "${FWD[unbound]}")" "$(ratio "${FWD[acrdnsd]}" "${FWD[dnsmasq]}")"
 printf '%-28s %12s %12s %12s\n' "forwarding queries lost" "${LOST[acrdnsd]}" "${LOST[unbound]}" "${LOST[dnsmasq]}"
+printf '%-28s %12.0f %12s %12s %14s\n' "forwarding QPS vs dnsdist" "${FWD[acrdnsd]}" "dnsdist:" "$(printf %.0f "${FWD[dnsdist]}")" \
+	"$(ratio "${FWD[acrdnsd]}" "${FWD[dnsdist]}") (acrdnsd/dnsdist; lost ${LOST[dnsdist]})"
 printf 'CPU/query: median of three interleaved rounds (%s| %s| %s); lower is better.\n' \
 	"${SAMPLES[acrdnsd]}" "${SAMPLES[unbound]}" "${SAMPLES[dnsmasq]}"
 
 # ---- instructions per cached query, for spotting regressions ----
-if command -v valgrind >/dev/null; then
-	kill "$ACR_PID"; wait "$ACR_PID" 2>/dev/null || true
-	valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$ACRDNSD" -f -c "$work/acrdnsd.conf" 2>/dev/null & CG_PID=$!
-	pids+=($CG_PID)
-	sleep 3
+kill "$ACR_PID"; wait "$ACR_PID" 2>/dev/null || true
+# One million deny rules beside the shipped ones: the lookup must cost the same.
+awk 'BEGIN { for (i = 0; i < 1000000; i++) printf "deny *.t%d.example%d.net\n", i, i % 97 }' > "$work/million.rules"
+sed -e "s|rules = \\[ \"$top/rules/\\*.rules\" \\];|rules = [ \"$top/rules/*.rules\", \"$work/million.rules\" ];|" \
+	"$work/acrdnsd.conf" > "$work/million.conf"
+grep -q million.rules "$work/million.conf" || { echo "bench: could not write million.conf" >&2; exit 1; }
+
+callgrind_per_query() { # config file: instructions per cached query
+	valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$ACRDNSD" -f -c "$1" 2>/dev/null & local cg=$!
+	pids+=($cg)
+	local i
+	for i in $(seq 1 600); do [ -S "$work/control.sock" ] && break; sleep 0.1; done
+	sleep 1
 	dnsperf -s 127.0.0.1 -p $ACR -d "$work/cached.txt" -n 1 >/dev/null 2>&1          # 100 misses, cached
-	callgrind_control -z "$CG_PID" >/dev/null 2>&1 || true
+	callgrind_control -z "$cg" >/dev/null 2>&1 || true
 	dnsperf -s 127.0.0.1 -p $ACR -d "$work/cached.txt" -n 200 -Q 2000 >/dev/null 2>&1  # 20000 hits
-	kill -TERM "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
+	kill -TERM "$cg"; wait "$cg" 2>/dev/null || true
+	local ir
 	ir=$(awk '/^summary:/ { print $2 }' "$work"/cg.out* | sort -n | tail -1)
-	printf 'callgrind: %s instructions for 20000 cached queries = %d per query (acrdnsd)\n' \
-		"$ir" "$((ir / 20000))"
+	rm -f "$work"/cg.out*
+	echo $((ir / 20000))
+}
+if command -v valgrind >/dev/null; then
+	few=$(callgrind_per_query "$work/acrdnsd.conf")
+	many=$(callgrind_per_query "$work/million.conf")
+	printf 'callgrind: %d instructions per cached query with the shipped rules (%d), %d with 1,000,000 more (ratio %s)\n' \
+		"$few" "$(cat "$top"/rules/*.rules | grep -c '^[a-z]')" "$many" "$(ratio "$many" "$few")"
 fi
+
+# ---- a million rules: load time and memory ----
+rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+wait_started() { # log file
+	local i
+	for i in $(seq 1 600); do grep -q "started" "$1" 2>/dev/null && return 0; sleep 0.05; done
+	return 1
+}
+t0=$(date +%s.%N)
+"$ACRDNSD" -f -c "$work/acrdnsd.conf" 2> "$work/few.log" & p=$!; pids+=($p)
+wait_started "$work/few.log"; t1=$(date +%s.%N); rss_few=$(rss_kb $p)
+kill $p; wait $p 2>/dev/null || true
+t2=$(date +%s.%N)
+"$ACRDNSD" -f -c "$work/million.conf" 2> "$work/many.log" & p=$!; pids+=($p)
+wait_started "$work/many.log"; t3=$(date +%s.%N); rss_many=$(rss_kb $p)
+kill $p; wait $p 2>/dev/null || true
+awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v r1="$rss_few" -v r2="$rss_many" 'BEGIN {
+	printf "1M rules: start-up %.2f s (shipped rules: %.2f s), RSS %.1f MB (shipped rules: %.1f MB)\n",
+		d - c, b - a, r2 / 1024, r1 / 1024 }'
+
+# ---- the cache's real memory once full ----
+SIZE_MB=32
+sed -e "s|size = \"64M\"|size = \"${SIZE_MB}M\"|" "$work/acrdnsd.conf" > "$work/mem.conf"
+"$ACRDNSD" -f -c "$work/mem.conf" 2> "$work/mem.log" & p=$!; pids+=($p)
+wait_started "$work/mem.log"
+dnsperf -s 127.0.0.1 -p $ACR -d "$work/cached.txt" -n 1 >/dev/null 2>&1
+rss0=$(rss_kb $p)
+ACRDNSCTL=${ACRDNSCTL:-$(dirname "$ACRDNSD")/acrdnsctl}
+cache_bytes() { "$ACRDNSCTL" -s "$work/control.sock" --json status | awk -F'[:,]' '/cache_bytes/ { gsub(/ /, "", $2); print $2 }'; }
+# Fill with unique names until the cache evicts, then keep churning as long again.
+for i in 1 2 3 4 5 6 7 8 9 10; do
+	dnsperf -s 127.0.0.1 -p $ACR -d "$work/miss.txt" -l 5 -c 4 -q 200 >/dev/null 2>&1
+	[ "$(cache_bytes)" -ge $((SIZE_MB * 1024 * 1024 * 95 / 100)) ] && break
+done
+dnsperf -s 127.0.0.1 -p $ACR -d "$work/miss.txt" -l 10 -c 4 -q 200 >/dev/null 2>&1
+rss1=$(rss_kb $p)
+cb=$(cache_bytes)
+entries=$("$ACRDNSCTL" -s "$work/control.sock" --json status | awk -F'[:,]' '/cache_entries/ { gsub(/ /, "", $2); print $2 }')
+kill $p; wait $p 2>/dev/null || true
+awk -v s="$SIZE_MB" -v r0="$rss0" -v r1="$rss1" -v cb="$cb" -v n="$entries" 'BEGIN {
+	grow = (r1 - r0) / 1024
+	printf "cache memory: size %d MiB, accounted %.1f MiB in %d entries, RSS %.1f -> %.1f MB: the full cache adds %.1f MiB = %.2f x size\n",
+		s, cb / 1048576, n, r0 / 1024, r1 / 1024, grow, grow / s }'

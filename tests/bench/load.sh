@@ -46,6 +46,7 @@ registries = ( { login_server = "contoso.azurecr.io";
 state_dir = "$work/state";
 cache = { size = "16M"; };
 log = { level = "notice"; queries = "none"; };
+user = "root";   # the benchmark runs as root; its files are in a private directory
 CONF
 "$ACRDNSD" -f -c "$work/acrdnsd.conf" 2> "$work/acrdnsd.log" & ACR_PID=$!; pids+=($ACR_PID)
 sleep 1
