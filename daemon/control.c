@@ -29,6 +29,7 @@
 #include "nft.h"
 #include "policy.h"
 #include "server.h"
+#include "text.h"
 #include "upstream.h"
 #include "wire.h"
 
@@ -57,46 +58,6 @@ struct control {
 
 /* ---- answers ---- */
 
-/** A growing text answer. */
-struct text {
-	char *buf;
-	size_t len, cap;
-	bool oom;
-};
-
-__attribute__((format(printf, 2, 3)))
-static void put(struct text *t, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (t->oom)
-		return;
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			t->oom = true;
-			return;
-		}
-		if (t->buf && t->len + (size_t)n < t->cap) {
-			t->len += (size_t)n;
-			return;
-		}
-		size_t cap = t->cap ? t->cap * 2 : 1024;
-		while (cap < t->len + (size_t)n + 1)
-			cap *= 2;
-		char *b = realloc(t->buf, cap);
-		if (!b) {
-			t->oom = true;
-			return;
-		}
-		t->buf = b;
-		t->cap = cap;
-	}
-}
-
 static char *json_answer(json_t *j)
 {
 	char *s = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
@@ -121,7 +82,7 @@ static char *error_answer(bool json, const char *fmt, ...)
 	if (json)
 		return json_answer(json_pack("{s:s}", "error", msg));
 	struct text t = { 0 };
-	put(&t, "error: %s\n", msg);
+	text_put(&t, "error: %s\n", msg);
 	return t.buf;
 }
 
@@ -142,7 +103,7 @@ static char *status(struct server *s, bool json)
 			"inflight", (json_int_t)upstream_inflight(s->up),
 			"tcp_connections", (json_int_t)s->tcp_conns));
 	struct text t = { 0 };
-	put(&t, "acrdnsd %s, up %.0f s\nconfig: %s\nmode: %s\nrules: %zu\nregistries: %zu\n"
+	text_put(&t, "acrdnsd %s, up %.0f s\nconfig: %s\nmode: %s\nrules: %zu\nregistries: %zu\n"
 	    "upstream servers: %zu\ncache: %zu entries, %zu bytes of %" PRIu64 "\n"
 	    "questions in flight: %zu\ntcp connections: %u\n", PACKAGE_VERSION, up, cfg->path,
 	    cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter", rules_count(s->policy->rules),
@@ -161,7 +122,7 @@ static char *stats(struct server *s, bool json)
 	}
 	struct text t = { 0 };
 	for (const struct stats_field *f = stats_fields; f->name; f++)
-		put(&t, "%s %" PRIu64 "\n", f->name, stats_get(&s->stats, f));
+		text_put(&t, "%s %" PRIu64 "\n", f->name, stats_get(&s->stats, f));
 	return t.buf;
 }
 
@@ -207,20 +168,20 @@ static char *endpoints(struct server *s, bool json)
 			json_array_append_new(arr, o);
 			continue;
 		}
-		put(&t, "%s\n  source: %s\n", r->login_server, x.found ? x.found->source : "static");
+		text_put(&t, "%s\n  source: %s\n", r->login_server, x.found ? x.found->source : "static");
 		if (x.found)
-			put(&t, "  last success: %s\n  last error: %s\n  next refresh: in %.0f s\n", when,
+			text_put(&t, "  last success: %s\n  last error: %s\n  next refresh: in %.0f s\n", when,
 			    x.found->last_error[0] ? x.found->last_error : "none", x.found->next_refresh);
 		for (size_t j = 0; j < r->n_endpoints; j++)
-			put(&t, "  endpoint: %s\n", r->endpoints[j]);
+			text_put(&t, "  endpoint: %s\n", r->endpoints[j]);
 		if (r->n_endpoints == 0)
-			put(&t, "  no dedicated data endpoints: pulls need *.blob.core.windows.net, which "
+			text_put(&t, "  no dedicated data endpoints: pulls need *.blob.core.windows.net, which "
 			    "stays denied\n");
 	}
 	if (json)
 		return json_answer(arr);
 	if (!t.buf)
-		put(&t, "no registries configured\n");
+		text_put(&t, "no registries configured\n");
 	return t.buf;
 }
 
@@ -240,7 +201,7 @@ static char *explain(struct server *s, const char *name, bool json)
 		return json_answer(json_pack("{s:s,s:s,s:s}", "name", shown, "verdict",
 					     policy_verdict_name(d.verdict), "rule", rule));
 	struct text t = { 0 };
-	put(&t, "%s %s\n  rule: %s\n", shown, policy_verdict_name(d.verdict), rule);
+	text_put(&t, "%s %s\n  rule: %s\n", shown, policy_verdict_name(d.verdict), rule);
 	return t.buf;
 }
 
@@ -257,7 +218,7 @@ static char *flush(struct server *s, const char *name, bool json)
 	if (json)
 		return json_answer(json_pack("{s:i}", "flushed", (json_int_t)n));
 	struct text t = { 0 };
-	put(&t, "flushed %zu entries\n", n);
+	text_put(&t, "flushed %zu entries\n", n);
 	return t.buf;
 }
 
@@ -281,7 +242,7 @@ static void dump_one(void *arg, const uint8_t *name, uint16_t qtype, uint16_t qc
 			"ttl", (json_int_t)ttl, "bytes", (json_int_t)bytes));
 		return;
 	}
-	put(&x->t, "%s %s%s%s ttl=%" PRId64 "%s %zu bytes\n", shown, type,
+	text_put(&x->t, "%s %s%s%s ttl=%" PRId64 "%s %zu bytes\n", shown, type,
 	    (flags & CACHE_KEY_DO) ? " +do" : "", (flags & CACHE_KEY_CD) ? " +cd" : "",
 	    ttl, ttl < 0 ? " (stale)" : "", bytes);
 }
@@ -294,7 +255,7 @@ static char *dump_cache(struct server *s, bool json)
 	if (json)
 		return json_answer(x.arr);
 	if (!x.t.buf)
-		put(&x.t, "cache is empty\n");
+		text_put(&x.t, "cache is empty\n");
 	return x.t.buf;
 }
 
@@ -362,15 +323,15 @@ static char *firewall(struct server *s, bool json)
 				"regional_endpoints", geo, "names", names));
 			continue;
 		}
-		put(&t, "# %s: login server, then %zu data and regional endpoints\n%s\n", r->login_server,
+		text_put(&t, "# %s: login server, then %zu data and regional endpoints\n%s\n", r->login_server,
 		    r->n_endpoints, r->login_server);
 		for (size_t j = 0; j < r->n_endpoints; j++)
-			put(&t, "%s\n", r->endpoints[j]);
+			text_put(&t, "%s\n", r->endpoints[j]);
 	}
 	if (json)
 		return json_answer(arr);
 	if (!t.buf)
-		put(&t, "# no registries configured\n");
+		text_put(&t, "# no registries configured\n");
 	return t.buf;
 }
 
@@ -383,7 +344,7 @@ static char *reload(struct server *s, bool json)
 	if (json)
 		return json_answer(json_pack("{s:b}", "reloaded", 1));
 	struct text t = { 0 };
-	put(&t, "reloaded\n");
+	text_put(&t, "reloaded\n");
 	return t.buf;
 }
 

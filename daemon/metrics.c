@@ -27,45 +27,10 @@
 #include "nft.h"
 #include "policy.h"
 #include "server.h"
+#include "text.h"
 #include "upstream.h"
 
 /* ---- rendering ---- */
-
-struct out {
-	char *buf;
-	size_t len, cap;
-	bool oom;
-};
-
-__attribute__((format(printf, 2, 3)))
-static void put(struct out *o, const char *fmt, ...)
-{
-	va_list ap;
-
-	for (int tries = 0; tries < 2 && !o->oom; tries++) {
-		va_start(ap, fmt);
-		int n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->buf ? o->cap - o->len : 0, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			o->oom = true;
-			return;
-		}
-		if (o->buf && o->len + (size_t)n < o->cap) {
-			o->len += (size_t)n;
-			return;
-		}
-		size_t cap = o->cap ? o->cap : 4096;
-		while (cap < o->len + (size_t)n + 1)
-			cap *= 2;
-		char *b = realloc(o->buf, cap);
-		if (!b) {
-			o->oom = true;
-			return;
-		}
-		o->buf = b;
-		o->cap = cap;
-	}
-}
 
 /** A label value with \ " and newline escaped, as the format asks. */
 static const char *label(const char *v, char *buf, size_t len)
@@ -84,27 +49,27 @@ static const char *label(const char *v, char *buf, size_t len)
 	return buf;
 }
 
-static void head(struct out *o, const char *name, const char *type, const char *help)
+static void head(struct text *o, const char *name, const char *type, const char *help)
 {
-	put(o, "# HELP acrdns_%s %s\n# TYPE acrdns_%s %s\n", name, help, name, type);
+	text_put(o, "# HELP acrdns_%s %s\n# TYPE acrdns_%s %s\n", name, help, name, type);
 }
 
 static void upstream_metric(void *arg, const struct cfg_addr *addr, const struct upstream_counters *n)
 {
-	struct out *o = arg;
+	struct text *o = arg;
 	char a[64], l[160];
 
 	config_addr_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
 	label(a, l, sizeof(l));
-	put(o, "acrdns_upstream_queries_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->sent);
-	put(o, "acrdns_upstream_replies_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->replies);
-	put(o, "acrdns_upstream_timeouts_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->timeouts);
-	put(o, "acrdns_upstream_errors_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->errors);
+	text_put(o, "acrdns_upstream_queries_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->sent);
+	text_put(o, "acrdns_upstream_replies_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->replies);
+	text_put(o, "acrdns_upstream_timeouts_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->timeouts);
+	text_put(o, "acrdns_upstream_errors_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->errors);
 }
 
 static void upstream_histogram(void *arg, const struct cfg_addr *addr, const struct upstream_counters *n)
 {
-	struct out *o = arg;
+	struct text *o = arg;
 	char a[64], l[160];
 	uint64_t sum = 0;
 
@@ -112,17 +77,17 @@ static void upstream_histogram(void *arg, const struct cfg_addr *addr, const str
 	label(a, l, sizeof(l));
 	for (int b = 0; b < UPSTREAM_RTT_BUCKETS; b++) {
 		sum += n->rtt_buckets[b];
-		put(o, "acrdns_upstream_rtt_seconds_bucket{upstream=\"%s\",le=\"%g\"} %" PRIu64 "\n", l,
+		text_put(o, "acrdns_upstream_rtt_seconds_bucket{upstream=\"%s\",le=\"%g\"} %" PRIu64 "\n", l,
 		    upstream_rtt_bounds[b], sum);
 	}
 	sum += n->rtt_buckets[UPSTREAM_RTT_BUCKETS];
-	put(o, "acrdns_upstream_rtt_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", l, sum);
-	put(o, "acrdns_upstream_rtt_seconds_sum{upstream=\"%s\"} %.6f\n", l, n->rtt_sum);
-	put(o, "acrdns_upstream_rtt_seconds_count{upstream=\"%s\"} %" PRIu64 "\n", l, sum);
+	text_put(o, "acrdns_upstream_rtt_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", l, sum);
+	text_put(o, "acrdns_upstream_rtt_seconds_sum{upstream=\"%s\"} %.6f\n", l, n->rtt_sum);
+	text_put(o, "acrdns_upstream_rtt_seconds_count{upstream=\"%s\"} %" PRIu64 "\n", l, sum);
 }
 
 struct disc_pass {
-	struct out *o;
+	struct text *o;
 	int what;
 };
 
@@ -133,12 +98,12 @@ static void discovery_metric(void *arg, const struct discovery_info *i)
 
 	label(i->login, l, sizeof(l));
 	if (p->what == 0) {
-		put(p->o, "acrdns_discovery_runs_total{registry=\"%s\",result=\"success\"} %" PRIu64 "\n",
+		text_put(p->o, "acrdns_discovery_runs_total{registry=\"%s\",result=\"success\"} %" PRIu64 "\n",
 		    l, i->successes);
-		put(p->o, "acrdns_discovery_runs_total{registry=\"%s\",result=\"failure\"} %" PRIu64 "\n",
+		text_put(p->o, "acrdns_discovery_runs_total{registry=\"%s\",result=\"failure\"} %" PRIu64 "\n",
 		    l, i->failures);
 	} else {
-		put(p->o, "acrdns_discovery_last_success_timestamp_seconds{registry=\"%s\"} %lld\n", l,
+		text_put(p->o, "acrdns_discovery_last_success_timestamp_seconds{registry=\"%s\"} %lld\n", l,
 		    (long long)i->last_success);
 	}
 }
@@ -146,39 +111,39 @@ static void discovery_metric(void *arg, const struct discovery_info *i)
 char *metrics_render(struct server *s)
 {
 	static const char *const transports[] = { "udp", "tcp" };
-	struct out o = { 0 };
+	struct text o = { 0 };
 	char l[600];
 
 	head(&o, "build_info", "gauge", "Version of the running acrdnsd.");
-	put(&o, "acrdns_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+	text_put(&o, "acrdns_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
 	head(&o, "uptime_seconds", "gauge", "Seconds since the daemon started.");
-	put(&o, "acrdns_uptime_seconds %.0f\n", ev_now(s->loop) - s->started);
+	text_put(&o, "acrdns_uptime_seconds %.0f\n", ev_now(s->loop) - s->started);
 
 	head(&o, "queries_total", "counter", "Queries by transport and policy verdict.");
 	for (int t = 0; t < 2; t++)
 		for (int v = VERDICT_ALLOW; v <= VERDICT_LOCAL; v++)
-			put(&o, "acrdns_queries_total{transport=\"%s\",verdict=\"%s\"} %" PRIu64 "\n",
+			text_put(&o, "acrdns_queries_total{transport=\"%s\",verdict=\"%s\"} %" PRIu64 "\n",
 			    transports[t], policy_verdict_name((enum verdict)v), s->stats.verdicts[t][v]);
 	/* Every counter of `acrdnsctl stats`, under the same name. */
 	for (const struct stats_field *f = stats_fields; f->name; f++) {
 		char name[80];
 		snprintf(name, sizeof(name), "%s_total", f->name);
 		head(&o, name, "counter", "See acrdnsctl(8), stats.");
-		put(&o, "acrdns_%s %" PRIu64 "\n", name, stats_get(&s->stats, f));
+		text_put(&o, "acrdns_%s %" PRIu64 "\n", name, stats_get(&s->stats, f));
 	}
 
 	head(&o, "cache_entries", "gauge", "Answers in the cache.");
-	put(&o, "acrdns_cache_entries %zu\n", cache_entries(s->cache));
+	text_put(&o, "acrdns_cache_entries %zu\n", cache_entries(s->cache));
 	head(&o, "cache_bytes", "gauge", "Bytes the cache accounts for.");
-	put(&o, "acrdns_cache_bytes %zu\n", cache_bytes(s->cache));
+	text_put(&o, "acrdns_cache_bytes %zu\n", cache_bytes(s->cache));
 	head(&o, "cache_size_bytes", "gauge", "The configured cache size.");
-	put(&o, "acrdns_cache_size_bytes %" PRIu64 "\n", s->cfg->cache_size);
+	text_put(&o, "acrdns_cache_size_bytes %" PRIu64 "\n", s->cfg->cache_size);
 	head(&o, "inflight", "gauge", "Questions waiting for an upstream answer.");
-	put(&o, "acrdns_inflight %zu\n", upstream_inflight(s->up));
+	text_put(&o, "acrdns_inflight %zu\n", upstream_inflight(s->up));
 	head(&o, "tcp_connections", "gauge", "Open client TCP connections.");
-	put(&o, "acrdns_tcp_connections %u\n", s->tcp_conns);
+	text_put(&o, "acrdns_tcp_connections %u\n", s->tcp_conns);
 	head(&o, "rules", "gauge", "Rules in the running policy.");
-	put(&o, "acrdns_rules %zu\n", rules_count(s->policy->rules));
+	text_put(&o, "acrdns_rules %zu\n", rules_count(s->policy->rules));
 
 	head(&o, "upstream_queries_total", "counter", "Attempts sent to each upstream server.");
 	upstream_each(s->up, upstream_metric, &o);
@@ -188,7 +153,7 @@ char *metrics_render(struct server *s)
 	head(&o, "registry_endpoints", "gauge", "Data endpoints allowed for each registry.");
 	for (size_t i = 0; i < s->policy->n_registries; i++) {
 		const struct policy_registry *r = &s->policy->registries[i];
-		put(&o, "acrdns_registry_endpoints{registry=\"%s\"} %zu\n",
+		text_put(&o, "acrdns_registry_endpoints{registry=\"%s\"} %zu\n",
 		    label(r->login_server, l, sizeof(l)), r->n_endpoints);
 	}
 	head(&o, "discovery_runs_total", "counter", "Endpoint discovery runs by result.");
@@ -200,13 +165,13 @@ char *metrics_render(struct server *s)
 	struct nft_counters nc;
 	if (nft_counters(s->nft, &nc)) {
 		head(&o, "nft_addresses_total", "counter", "Addresses added to the nftables sets.");
-		put(&o, "acrdns_nft_addresses_total %" PRIu64 "\n", nc.added);
+		text_put(&o, "acrdns_nft_addresses_total %" PRIu64 "\n", nc.added);
 		head(&o, "nft_batches_total", "counter", "nftables update batches committed.");
-		put(&o, "acrdns_nft_batches_total %" PRIu64 "\n", nc.batches);
+		text_put(&o, "acrdns_nft_batches_total %" PRIu64 "\n", nc.batches);
 		head(&o, "nft_errors_total", "counter", "nftables update batches that failed.");
-		put(&o, "acrdns_nft_errors_total %" PRIu64 "\n", nc.errors);
+		text_put(&o, "acrdns_nft_errors_total %" PRIu64 "\n", nc.errors);
 		head(&o, "nft_dropped_total", "counter", "Addresses not added: the queue was full.");
-		put(&o, "acrdns_nft_dropped_total %" PRIu64 "\n", nc.dropped);
+		text_put(&o, "acrdns_nft_dropped_total %" PRIu64 "\n", nc.dropped);
 	}
 	if (o.oom) {
 		free(o.buf);
@@ -281,24 +246,25 @@ static void rearm(struct metrics_http *m)
 	}
 }
 
-static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+/** Connections ready or a timeout due: let libmicrohttpd work, then wait again. */
+static void serve(struct metrics_http *m)
 {
-	struct metrics_http *m = w->data;
-	(void)loop;
-	(void)revents;
-
 	MHD_run(m->mhd);
 	rearm(m);
 }
 
-static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	struct metrics_http *m = w->data;
 	(void)loop;
 	(void)revents;
+	serve(w->data);
+}
 
-	MHD_run(m->mhd);
-	rearm(m);
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	serve(w->data);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
