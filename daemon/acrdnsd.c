@@ -203,6 +203,9 @@ static int reload(struct server *s, char *err, size_t errlen)
 	cache_set_limit(s->cache, cfg->cache_size);
 	apply_settings(s, cfg);
 	apply_rate_limit(s, s->cfg, cfg);
+	if (strcmp(cfg->user, s->cfg->user) != 0 || (cfg->group && (!s->cfg->group ||
+	    strcmp(cfg->group, s->cfg->group) != 0)))
+		log_warn("reload: a new user or group takes effect at the next start");
 	policy_free(s->policy); /* before its configuration: it borrows the local names */
 	config_free(s->cfg);
 	s->cfg = cfg;

@@ -99,6 +99,14 @@ int privs_drop(const struct config *cfg, const char *control_socket, char *err, 
 	if (control_socket && chown(control_socket, uid, gid) < 0)
 		log_warn("control socket %s: cannot hand it to %s: %s", control_socket, name,
 			 strerror(errno));
+	/* Our own run directory too, so that the socket can be removed at exit
+	 * and made again on reload (systemd's RuntimeDirectory does the same). */
+	static const char rundir[] = RUNSTATEDIR "/acrdns";
+	struct stat st;
+	if (control_socket && strncmp(control_socket, rundir, sizeof(rundir) - 1) == 0 &&
+	    control_socket[sizeof(rundir) - 1] == '/' && stat(rundir, &st) == 0 && st.st_uid == 0 &&
+	    chown(rundir, uid, gid) < 0)
+		log_warn("%s: cannot hand it to %s: %s", rundir, name, strerror(errno));
 	bool nft = cfg->nft.enabled;
 	if (nft && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) {
 		snprintf(err, errlen, "cannot keep CAP_NET_ADMIN for nftables: %s", strerror(errno));
