@@ -170,8 +170,6 @@ char *metrics_render(struct server *s)
 		text_put(&o, "acrdns_nft_batches_total %" PRIu64 "\n", nc.batches);
 		head(&o, "nft_errors_total", "counter", "nftables update batches that failed.");
 		text_put(&o, "acrdns_nft_errors_total %" PRIu64 "\n", nc.errors);
-		head(&o, "nft_dropped_total", "counter", "Addresses not added: the queue was full.");
-		text_put(&o, "acrdns_nft_dropped_total %" PRIu64 "\n", nc.dropped);
 	}
 	if (o.oom) {
 		free(o.buf);

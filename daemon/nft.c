@@ -25,7 +25,6 @@
 #include "wire.h"
 
 #define CHAIN_MAX 16           /* names followed along a CNAME chain */
-#define BATCH_ITEMS 512        /* addresses per transaction */
 #define SEEN_SLOTS 16384       /* power of two */
 #define SEEN_FULL (SEEN_SLOTS * 3 / 4)
 #define ERROR_LOG_EVERY 60.0   /* seconds between repeated error messages */
@@ -217,7 +216,7 @@ struct nft {
 	struct cfg_nft cfg;
 	struct seen *seen;
 	size_t n_seen;
-	struct nft_item queue[NFT_QUEUE_MAX];
+	struct nft_item queue[NFT_BATCH];
 	size_t n_queue;
 	ev_timer flush;
 	struct nft_counters n;
@@ -268,25 +267,23 @@ static void forget(struct nft *n, const struct nft_item *items, size_t count)
 
 static void commit(struct nft *n)
 {
-	for (size_t off = 0; off < n->n_queue; off += BATCH_ITEMS) {
-		size_t count = n->n_queue - off < BATCH_ITEMS ? n->n_queue - off : BATCH_ITEMS;
-		size_t len = nft_batch_text(&n->cfg, n->queue + off, count, n->buf, n->buflen);
-		if (!len) {
-			n->n.errors++;
-			report(n, "batch too long", "internal limit");
-			continue;
-		}
-		if (nft_run_cmd_from_buffer(n->ctx, n->buf) != 0) {
-			n->n.errors++;
-			forget(n, n->queue + off, count);
-			char what[200];
-			snprintf(what, sizeof(what), "cannot add %zu addresses to table %s %s", count,
-				 n->cfg.family, n->cfg.table);
-			report(n, what, nft_ctx_get_error_buffer(n->ctx));
-		} else {
-			n->n.batches++;
-			n->n.added += count;
-		}
+	size_t count = n->n_queue;
+	size_t len = nft_batch_text(&n->cfg, n->queue, count, n->buf, n->buflen);
+
+	if (!len) {
+		n->n.errors++;
+		forget(n, n->queue, count);
+		report(n, "batch too long", "internal limit");
+	} else if (nft_run_cmd_from_buffer(n->ctx, n->buf) != 0) {
+		n->n.errors++;
+		forget(n, n->queue, count);
+		char what[200];
+		snprintf(what, sizeof(what), "cannot add %zu addresses to table %s %s", count,
+			 n->cfg.family, n->cfg.table);
+		report(n, what, nft_ctx_get_error_buffer(n->ctx));
+	} else {
+		n->n.batches++;
+		n->n.added += count;
 	}
 	for (size_t i = 0; i < n->n_queue; i++) {
 		/* Clear the queue marks: walk the slots of the queued addresses. */
@@ -353,17 +350,17 @@ static void learn_addr(struct nft *n, int family, const uint8_t *raw, uint32_t t
 	}
 	if (e->expires && expires <= e->expires + NFT_REFRESH_MARGIN)
 		return;
-	if (n->n_queue == NFT_QUEUE_MAX) {
-		n->n.dropped++;
-		return;
-	}
 	struct nft_item *it = &n->queue[n->n_queue++];
 	it->family = (uint8_t)family;
 	memcpy(it->addr, addr, 16);
 	it->timeout = timeout;
 	e->expires = expires;
 	e->queued = (uint32_t)n->n_queue;
-	if (!ev_is_active(&n->flush)) {
+	if (n->n_queue == NFT_BATCH) {
+		/* A burst of new addresses: commit a full batch now rather than drop later. */
+		ev_timer_stop(n->srv->loop, &n->flush);
+		commit(n);
+	} else if (!ev_is_active(&n->flush)) {
 		ev_timer_set(&n->flush, NFT_FLUSH_DELAY, 0);
 		ev_timer_start(n->srv->loop, &n->flush);
 	}
@@ -422,7 +419,7 @@ int nft_configure(struct server *s, const struct config *cfg, char *err, size_t 
 		return 0;
 	nft_free(s);
 	if (!(n = calloc(1, sizeof(*n))) || !(n->seen = calloc(SEEN_SLOTS, sizeof(*n->seen))) ||
-	    !(n->buf = malloc(n->buflen = BATCH_ITEMS * 2 * 64 * 3 + 1024)) ||
+	    !(n->buf = malloc(n->buflen = NFT_BATCH * 3 * 64 + 1024)) ||
 	    !(n->ctx = nft_ctx_new(NFT_CTX_DEFAULT))) {
 		if (n) {
 			free(n->seen);

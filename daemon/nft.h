@@ -19,8 +19,8 @@
 struct nft;
 struct server;
 
-/** Most addresses queued between two commits; more are counted as dropped. */
-#define NFT_QUEUE_MAX 4096
+/** Addresses per transaction: a full queue is committed at once. */
+#define NFT_BATCH 512
 /** Commit this long after the first queued address. */
 #define NFT_FLUSH_DELAY 0.02
 /** An address is added again only when that moves its expiry by more than this. */
@@ -30,7 +30,6 @@ struct nft_counters {
 	uint64_t added;     /**< addresses committed */
 	uint64_t batches;   /**< transactions committed */
 	uint64_t errors;    /**< transactions that failed */
-	uint64_t dropped;   /**< addresses not queued: the queue was full */
 };
 
 /** One queued address. */
