@@ -261,7 +261,10 @@ void listener_close(struct listener *l)
 		close(l->udp_fd);
 	if (l->tcp_fd >= 0)
 		close(l->tcp_fd);
-	free(l);
+	l->udp_fd = l->tcp_fd = -1;
+	l->closed = true;
+	if (l->held == 0)
+		free(l);
 }
 
 /*
@@ -408,6 +411,8 @@ static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
 		return;
 	}
 	/* An answer that upstream completed, outside any batch. */
+	if (rt->udp->udp_fd < 0)
+		return; /* its listener was closed by a reload meanwhile */
 	struct sockaddr_storage peer;
 	union pktinfo_ctl ctl;
 	struct iovec iov = { (void *)msg, len };
@@ -659,6 +664,8 @@ size_t listener_max_reply(const struct reply_to *rt, const struct wire_query *q)
 
 void listener_hold(struct reply_to *rt)
 {
+	if (rt->udp)
+		rt->udp->held++;
 	if (rt->tcp) {
 		rt->tcp->pending++;
 		rt->tcp->refs++;
@@ -669,6 +676,10 @@ void listener_release(struct reply_to *rt)
 {
 	struct tcp_conn *c = rt->tcp;
 
+	if (rt->udp && --rt->udp->held == 0 && rt->udp->closed) {
+		free(rt->udp);
+		rt->udp = NULL;
+	}
 	if (!c)
 		return;
 	c->pending--;

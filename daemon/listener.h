@@ -42,6 +42,8 @@ struct listener {
 	bool wildcard;            /**< bound to 0.0.0.0 or ::: answer from the address asked */
 	bool inherited;           /**< passed by socket activation, not in `listen`: kept on reload */
 	int udp_fd, tcp_fd;       /**< -1: none (a passed socket of one type only) */
+	unsigned held;            /**< UDP queries waiting for upstream that will answer here */
+	bool closed;              /**< closed by a reload; freed when nothing is held */
 	ev_io udp_io, tcp_io;
 };
 
@@ -64,7 +66,11 @@ struct listener *listener_adopt_inherited(struct server *srv);
 /** Start watching a listener's sockets on the server's loop. */
 void listener_start(struct listener *l);
 
-/** Stop, close and free a listener; its open TCP connections stay until done. */
+/**
+ * Stop, close and free a listener; its open TCP connections stay until
+ * done, and the struct itself until no UDP query waiting upstream refers
+ * to it (their answers are dropped: the address is gone).
+ */
 void listener_close(struct listener *l);
 
 /** Send a reply; for TCP it is queued when the socket is full. */

@@ -7,6 +7,7 @@ import time
 
 import dns.edns
 import dns.flags
+import dns.exception
 import dns.message
 import dns.opcode
 import dns.query
@@ -15,7 +16,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from conftest import basic_config
+from conftest import basic_config, free_port
 
 
 def answer_ttl(resp):
@@ -444,6 +445,33 @@ def test_reload_good_and_bad(upstream, upstream2, daemon, tmp_path):
     upstream.clear()
     assert d.query("r.example.com").answer[0][0].address == "192.0.2.21"
     assert upstream.count() == 0 and upstream2.count("r.example.com") == 0
+
+
+def test_reload_drops_a_listener_with_queries_in_flight(upstream, daemon):
+    """A reload that removes the address a waiting client asked on: the late
+    answer has nowhere to go and is dropped; the daemon carries on."""
+    import threading
+    upstream.set("slow.example.com", records=["slow.example.com A 192.0.2.30"], delay=1.0)
+    upstream.set("fast.example.com", records=["fast.example.com A 192.0.2.31"])
+    d = daemon(basic_config(upstream))
+    other = free_port()
+    d.reload(f'listen = [ "127.0.0.1:{d.port}", "127.0.0.1:{other}" ];\n' + basic_config(upstream))
+    waiting = threading.Thread(target=lambda: _query_ignoring_timeout("slow.example.com", other))
+    waiting.start()
+    time.sleep(0.3)
+    d.reload(f'listen = [ "127.0.0.1:{d.port}" ];\n' + basic_config(upstream))
+    assert d.read_log().count("configuration reloaded") == 2
+    waiting.join()
+    time.sleep(1.0)
+    assert d.alive()
+    assert d.query("fast.example.com").answer[0][0].address == "192.0.2.31"
+
+
+def _query_ignoring_timeout(name, port):
+    try:
+        dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2.5)
+    except dns.exception.Timeout:
+        pass
 
 
 def test_never_forwards_to_itself(daemon):
