@@ -32,6 +32,7 @@
 #include "server.h"
 #include "upstream.h"
 #include "wire.h"
+#include "worker.h"
 
 static void usage(FILE *f)
 {
@@ -163,9 +164,11 @@ static void rebuild_policy(struct server *s)
 		log_err("discovery: cannot rebuild the policy, the running one stays: %s", err);
 		return;
 	}
+	workers_stop(s->workers);
 	policy_free(s->policy);
 	s->policy = p;
 	s->policy_gen++;
+	workers_start(s->workers);
 	char status[256];
 	notify_status(status_line(s, status, sizeof(status)));
 }
@@ -175,7 +178,7 @@ static void rebuild_policy(struct server *s)
  * cache; on any error nothing changes.
  * @return 0, or -1 with the reason in err (also logged)
  */
-static int reload(struct server *s, char *err, size_t errlen)
+static int reload_stopped(struct server *s, char *err, size_t errlen)
 {
 	struct config *cfg;
 	struct policy *p;
@@ -206,6 +209,8 @@ static int reload(struct server *s, char *err, size_t errlen)
 	if (strcmp(cfg->user, s->cfg->user) != 0 || (cfg->group && (!s->cfg->group ||
 	    strcmp(cfg->group, s->cfg->group) != 0)))
 		log_warn("reload: a new user or group takes effect at the next start");
+	if (cfg->workers != s->cfg->workers)
+		log_warn("reload: a new number of workers takes effect at the next start");
 	policy_free(s->policy); /* before its configuration: it borrows the local names */
 	config_free(s->cfg);
 	s->cfg = cfg;
@@ -222,6 +227,15 @@ failed:
 	snprintf(status, sizeof(status), "reload failed, the running configuration stays: %s", err);
 	notify_ready(status);
 	return -1;
+}
+
+/** Reload with the workers stopped: they see the old or the new, never half. */
+static int reload(struct server *s, char *err, size_t errlen)
+{
+	workers_stop(s->workers);
+	int rc = reload_stopped(s, err, errlen);
+	workers_start(s->workers);
+	return rc;
 }
 
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -259,7 +273,9 @@ static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	struct server *s = w->data;
 	(void)loop;
 	(void)revents;
-	stats_log(&s->stats);
+	struct stats total;
+	workers_total(s, &total);
+	stats_log(&total);
 	discovery_each(s->disc, report_discovery, NULL);
 	log_notice("cache entries=%zu bytes=%zu inflight=%zu tcp_connections=%u",
 		   cache_entries(s->cache), cache_bytes(s->cache), upstream_inflight(s->up),
@@ -320,6 +336,8 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 			       "which stays denied; enable them with "
 			       "'az acr update --name NAME --data-endpoint-enabled'\n");
 	}
+	printf("workers: %u event loops%s\n", cfg->workers ? cfg->workers : workers_default(),
+	       cfg->workers ? "" : " (one per CPU)");
 	if (strcmp(cfg->user, "root") == 0)
 		printf("user: root (kept: the configuration says so)\n");
 	else
@@ -476,6 +494,8 @@ int main(int argc, char **argv)
 		log_err("out of memory at start-up");
 		return 1;
 	}
+	unsigned n_workers = cfg->workers ? cfg->workers : workers_default();
+	listener_set_reuseport(n_workers > 1);
 	s->activated = listener_inherit() > 0;
 	if (reconcile_listeners(s, cfg) < 0)
 		return 1;
@@ -531,15 +551,23 @@ int main(int argc, char **argv)
 	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
 		   rules_count(policy->rules), upstream_count(s->up),
 		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
+	/* Threads last: after the fork into the background and the privilege drop. */
+	if ((s->workers = workers_new(s, n_workers)))
+		workers_start(s->workers);
 	char status[256];
 	notify_ready(status_line(s, status, sizeof(status)));
 	notify_watchdog_start(s->loop);
 
 	ev_run(s->loop, 0);
+	struct stats total_at_exit;
 
 	notify_stopping();
 	notify_watchdog_stop(s->loop);
-	stats_log(&s->stats);
+	workers_stop(s->workers);   /* answers what they handed over first */
+	workers_total(s, &total_at_exit);
+	stats_log(&total_at_exit);
+	workers_free(s->workers);
+	s->workers = NULL;
 	nft_free(s);
 	metrics_free(s);
 	control_free(s->ctl);

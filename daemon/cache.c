@@ -9,6 +9,7 @@
 #include "autoconf.h"
 
 #include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +39,27 @@ struct cache {
 	size_t count;
 	size_t bytes;
 	size_t max_bytes;
-	struct cache_entry head;           /**< LRU sentinel */
+	bool shared;                       /**< worker threads read it: lock */
+	pthread_mutex_t mu;
+	struct cache_entry head;           /**< LRU sentinel (last: its array is flexible) */
 };
+
+static void lock(const struct cache *c)
+{
+	if (c->shared)
+		pthread_mutex_lock(&((struct cache *)c)->mu);
+}
+
+static void unlock(const struct cache *c)
+{
+	if (c->shared)
+		pthread_mutex_unlock(&((struct cache *)c)->mu);
+}
+
+void cache_share(struct cache *c)
+{
+	c->shared = true;
+}
 
 /* glibc's chunk header, which malloc_usable_size() leaves out. */
 #define CHUNK_HEADER sizeof(size_t)
@@ -75,6 +95,7 @@ struct cache *cache_new(size_t max_bytes)
 	c->max_bytes = max_bytes;
 	c->bytes = n * sizeof(*c->buckets);
 	c->head.prev = c->head.next = &c->head;
+	pthread_mutex_init(&c->mu, NULL);
 	return c;
 }
 
@@ -115,6 +136,7 @@ void cache_free(struct cache *c)
 		free(e);
 	}
 	free(c->buckets);
+	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
 
@@ -126,8 +148,10 @@ static void evict(struct cache *c)
 
 void cache_set_limit(struct cache *c, size_t max_bytes)
 {
+	lock(c);
 	c->max_bytes = max_bytes;
 	evict(c);
+	unlock(c);
 }
 
 uint64_t cache_key_hash(const struct cache_key *k)
@@ -276,15 +300,26 @@ int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
 	return 0;
 }
 
+static void insert(struct cache *c, const struct cache_key *key, const struct cache_answer *a,
+		   uint64_t now_ms, uint32_t stale_ttl, uint32_t gen);
+
 void cache_insert(struct cache *c, const struct cache_key *key, const struct cache_answer *a,
 		  uint64_t now_ms, uint32_t stale_ttl, uint32_t gen)
+{
+	if (a->ttl == 0)
+		return;
+	lock(c);
+	insert(c, key, a, now_ms, stale_ttl, gen);
+	unlock(c);
+}
+
+static void insert(struct cache *c, const struct cache_key *key, const struct cache_answer *a,
+		   uint64_t now_ms, uint32_t stale_ttl, uint32_t gen)
 {
 	uint64_t h;
 	struct cache_entry *e;
 	size_t size;
 
-	if (a->ttl == 0)
-		return;
 	h = cache_key_hash(key);
 	if ((e = find(c, key, h)))
 		entry_remove(c, e);
@@ -371,32 +406,68 @@ size_t cache_render(const struct cache_msg *m, uint32_t age, bool stale,
 size_t cache_flush(struct cache *c, const uint8_t *name, size_t len)
 {
 	size_t n = 0;
-	struct cache_entry *e = c->head.next, *next;
 
-	for (; e != &c->head; e = next) {
+	lock(c);
+	for (struct cache_entry *e = c->head.next, *next; e != &c->head; e = next) {
 		next = e->next;
 		if (!name || (e->name_len == len && memcmp(entry_name(e), name, len) == 0)) {
 			entry_remove(c, e);
 			n++;
 		}
 	}
+	unlock(c);
 	return n;
 }
 
 void cache_walk(const struct cache *c, uint64_t now_ms, cache_walk_fn fn, void *arg)
 {
+	lock(c);
 	for (struct cache_entry *e = c->head.next; e != &c->head; e = e->next) {
 		int64_t age = (int64_t)((now_ms - e->stored_ms) / 1000);
 		fn(arg, entry_name(e), e->qtype, e->qclass, e->flags, (int64_t)e->ttl - age, entry_size(e));
 	}
+	unlock(c);
+}
+
+enum cache_status cache_fetch(struct cache *c, const struct cache_key *key, uint64_t now_ms,
+			      const struct wire_query *q, uint8_t *out, size_t *len, uint32_t *gen,
+			      bool *has_cname)
+{
+	struct cache_msg m;
+	uint32_t age;
+
+	lock(c);
+	enum cache_status st = cache_lookup(c, key, now_ms, &m, &age, gen, has_cname);
+	if (st != CACHE_MISS)
+		*len = cache_render(&m, age, st == CACHE_STALE, q, out);
+	unlock(c);
+	return st;
+}
+
+bool cache_fresh(struct cache *c, const struct cache_key *key, uint64_t now_ms)
+{
+	struct cache_msg m;
+	uint32_t age, gen;
+	bool has_cname;
+
+	lock(c);
+	bool fresh = cache_lookup(c, key, now_ms, &m, &age, &gen, &has_cname) == CACHE_FRESH;
+	unlock(c);
+	return fresh;
 }
 
 size_t cache_entries(const struct cache *c)
 {
-	return c->count;
+	lock(c);
+	size_t n = c->count;
+	unlock(c);
+	return n;
 }
 
 size_t cache_bytes(const struct cache *c)
 {
-	return c->bytes;
+	lock(c);
+	size_t n = c->bytes;
+	unlock(c);
+	return n;
 }

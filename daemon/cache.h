@@ -106,6 +106,26 @@ size_t cache_render(const struct cache_msg *msg, uint32_t age, bool stale,
 /** Drop every entry for a name (all types), or everything when name is NULL. */
 size_t cache_flush(struct cache *c, const uint8_t *name, size_t len);
 
+/**
+ * Look key up and, when found, render it for q into out (stale entries with
+ * the stale TTL), in one step under the cache's lock: what a caller uses
+ * while worker threads share the cache.  cache_lookup() and cache_render()
+ * are the unlocked pieces.
+ * @param len receives the rendered length unless the result is CACHE_MISS
+ */
+enum cache_status cache_fetch(struct cache *c, const struct cache_key *key, uint64_t now_ms,
+			      const struct wire_query *q, uint8_t *out, size_t *len, uint32_t *gen,
+			      bool *has_cname);
+
+/** @return true when key has a fresh answer (locked, like cache_fetch). */
+bool cache_fresh(struct cache *c, const struct cache_key *key, uint64_t now_ms);
+
+/**
+ * From now on every call takes the cache's lock (worker threads read it).
+ * Call before the threads start.
+ */
+void cache_share(struct cache *c);
+
 /** Called by cache_walk() for each entry; ttl is negative once stale. */
 typedef void (*cache_walk_fn)(void *arg, const uint8_t *name, uint16_t qtype, uint16_t qclass,
 			      uint8_t flags, int64_t ttl, size_t bytes);

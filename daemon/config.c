@@ -26,7 +26,7 @@ const char *const config_keys[] = {
 	"listen", "access", "upstreams", "mode", "deny_response", "deny_ttl",
 	"rules", "allow", "deny", "local", "registries", "cache", "state_dir",
 	"control_socket", "log", "rate_limit", "tcp", "user", "group", "metrics_listen",
-	"nftables",
+	"nftables", "workers",
 	/* groups' members, as "group.key" */
 	"rate_limit.qps", "rate_limit.burst", "rate_limit.action", "rate_limit.exempt",
 	"tcp.max_connections", "tcp.max_per_client", "tcp.idle_timeout",
@@ -898,6 +898,8 @@ static int load_root(struct loader *ld, struct config *cfg, const config_setting
 		cfg->state_dir = xstrdup(v);
 	}
 	if ((s = config_setting_get_member(root, "nftables")) && load_nftables(ld, cfg, s) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "workers")) && get_uint(ld, s, 64, &cfg->workers) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "user"))) {
 		if (get_string(ld, s, &v) < 0)

@@ -32,6 +32,7 @@
 #include "text.h"
 #include "upstream.h"
 #include "wire.h"
+#include "worker.h"
 
 #define CTL_LINE_MAX 1024
 #define CTL_TIMEOUT 5.0
@@ -92,8 +93,9 @@ static char *status(struct server *s, bool json)
 	const struct config *cfg = s->cfg;
 
 	if (json)
-		return json_answer(json_pack("{s:s,s:s,s:i,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+		return json_answer(json_pack("{s:s,s:s,s:i,s:i,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
 			"version", PACKAGE_VERSION, "config", cfg->path, "uptime", (json_int_t)up,
+			"workers", (json_int_t)workers_count(s->workers) + 1,
 			"mode", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
 			"rules", (json_int_t)rules_count(s->policy->rules),
 			"registries", (json_int_t)s->policy->n_registries,
@@ -103,9 +105,10 @@ static char *status(struct server *s, bool json)
 			"inflight", (json_int_t)upstream_inflight(s->up),
 			"tcp_connections", (json_int_t)s->tcp_conns));
 	struct text t = { 0 };
-	text_put(&t, "acrdnsd %s, up %.0f s\nconfig: %s\nmode: %s\nrules: %zu\nregistries: %zu\n"
+	text_put(&t, "acrdnsd %s, up %.0f s, %zu event loops\nconfig: %s\nmode: %s\nrules: %zu\nregistries: %zu\n"
 	    "upstream servers: %zu\ncache: %zu entries, %zu bytes of %" PRIu64 "\n"
-	    "questions in flight: %zu\ntcp connections: %u\n", PACKAGE_VERSION, up, cfg->path,
+	    "questions in flight: %zu\ntcp connections: %u\n", PACKAGE_VERSION, up,
+	    workers_count(s->workers) + 1, cfg->path,
 	    cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter", rules_count(s->policy->rules),
 	    s->policy->n_registries, upstream_count(s->up), cache_entries(s->cache),
 	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), s->tcp_conns);
@@ -114,15 +117,18 @@ static char *status(struct server *s, bool json)
 
 static char *stats(struct server *s, bool json)
 {
+	struct stats total;
+
+	workers_total(s, &total);
 	if (json) {
 		json_t *o = json_object();
 		for (const struct stats_field *f = stats_fields; o && f->name; f++)
-			json_object_set_new(o, f->name, json_integer((json_int_t)stats_get(&s->stats, f)));
+			json_object_set_new(o, f->name, json_integer((json_int_t)stats_get(&total, f)));
 		return json_answer(o);
 	}
 	struct text t = { 0 };
 	for (const struct stats_field *f = stats_fields; f->name; f++)
-		text_put(&t, "%s %" PRIu64 "\n", f->name, stats_get(&s->stats, f));
+		text_put(&t, "%s %" PRIu64 "\n", f->name, stats_get(&total, f));
 	return t.buf;
 }
 

@@ -19,6 +19,7 @@
 #include "notify.h"
 #include "query.h"
 #include "server.h"
+#include "worker.h"
 
 #define UDP_BATCH 32
 #define TCP_MAX_PENDING 64
@@ -165,6 +166,13 @@ static void set_options(int fd, const struct cfg_addr *a, int type, bool wildcar
 	}
 }
 
+static bool reuseport;
+
+void listener_set_reuseport(bool on)
+{
+	reuseport = on;
+}
+
 static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
 {
 	int fd = take_inherited(a, type);
@@ -178,6 +186,8 @@ static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
 	if (fd < 0)
 		return -1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (type == SOCK_DGRAM && reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (a->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	set_options(fd, a, type, wildcard);
@@ -239,6 +249,32 @@ struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
 	return l;
 }
 
+struct listener *listener_open_worker(struct server *shadow, const struct cfg_addr *addr)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+	char name[64];
+
+	config_addr_str((const struct sockaddr *)&addr->ss, name, sizeof(name));
+	if (!l) {
+		log_err("listen %s (worker): out of memory", name);
+		return NULL;
+	}
+	l->srv = shadow;
+	l->addr = *addr;
+	l->worker = true;
+	l->wildcard = addr_is_wildcard(addr);
+	l->tcp_fd = -1;
+	if ((l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard)) < 0) {
+		log_err("listen %s (udp, worker): %s", name, strerror(errno));
+		free(l);
+		return NULL;
+	}
+	ev_io_init(&l->udp_io, udp_cb, l->udp_fd, EV_READ);
+	ev_io_init(&l->tcp_io, accept_cb, -1, EV_READ);
+	l->udp_io.data = l->tcp_io.data = l;
+	return l;
+}
+
 void listener_start(struct listener *l)
 {
 	char name[64];
@@ -248,6 +284,8 @@ void listener_start(struct listener *l)
 	if (l->tcp_fd >= 0)
 		ev_io_start(l->srv->loop, &l->tcp_io);
 	config_addr_str((const struct sockaddr *)&l->addr.ss, name, sizeof(name));
+	if (l->worker)
+		return;
 	log_info("listening on %s (%s%s%s)%s", name, l->udp_fd >= 0 ? "udp" : "",
 		 l->udp_fd >= 0 && l->tcp_fd >= 0 ? ", " : "", l->tcp_fd >= 0 ? "tcp" : "",
 		 l->inherited ? " from socket activation" : "");
@@ -280,7 +318,8 @@ union pktinfo_ctl {
 	struct cmsghdr align;
 };
 
-static struct {
+/* One of each per thread: worker threads batch on their own. */
+static _Thread_local struct {
 	struct mmsghdr msgs[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
 	struct sockaddr_storage peer[UDP_BATCH];
@@ -288,7 +327,7 @@ static struct {
 	uint8_t buf[UDP_BATCH][UDP_QBUF];
 } rx;
 
-static struct {
+static _Thread_local struct {
 	struct listener *l;   /**< the listener whose batch is open, or NULL */
 	unsigned n;
 	struct mmsghdr msgs[UDP_BATCH];
@@ -387,6 +426,11 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 					memcpy(&rt.local.v6, CMSG_DATA(c), sizeof(rt.local.v6));
 					rt.has_local = true;
 				}
+			}
+			if (l->worker) {
+				if (!query_fast(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt))
+					workers_forward(l, rx.buf[i], rx.msgs[i].msg_len, &rt);
+				continue;
 			}
 			l->srv->stats.queries_udp++;
 			query_handle(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt);

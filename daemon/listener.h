@@ -41,6 +41,7 @@ struct listener {
 	struct cfg_addr addr;
 	bool wildcard;            /**< bound to 0.0.0.0 or ::: answer from the address asked */
 	bool inherited;           /**< passed by socket activation, not in `listen`: kept on reload */
+	bool worker;              /**< a worker thread's UDP twin (srv is its shadow server) */
 	int udp_fd, tcp_fd;       /**< -1: none (a passed socket of one type only) */
 	unsigned held;            /**< UDP queries waiting for upstream that will answer here */
 	bool closed;              /**< closed by a reload; freed when nothing is held */
@@ -62,6 +63,15 @@ size_t listener_inherit(void);
 
 /** @return listeners for the passed sockets no listener_open() took (not yet watched). */
 struct listener *listener_adopt_inherited(struct server *srv);
+
+/** Bind UDP sockets with SO_REUSEPORT from now on, so that workers can share them. */
+void listener_set_reuseport(bool on);
+
+/**
+ * Open a worker's UDP socket on addr, beside the main loop's (SO_REUSEPORT).
+ * @return the listener (not yet watched), or NULL with the reason logged
+ */
+struct listener *listener_open_worker(struct server *shadow, const struct cfg_addr *addr);
 
 /** Start watching a listener's sockets on the server's loop. */
 void listener_start(struct listener *l);

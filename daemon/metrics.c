@@ -29,6 +29,7 @@
 #include "server.h"
 #include "text.h"
 #include "upstream.h"
+#include "worker.h"
 
 /* ---- rendering ---- */
 
@@ -113,7 +114,9 @@ char *metrics_render(struct server *s)
 	static const char *const transports[] = { "udp", "tcp" };
 	struct text o = { 0 };
 	char l[600];
+	struct stats st;
 
+	workers_total(s, &st);
 	head(&o, "build_info", "gauge", "Version of the running acrdnsd.");
 	text_put(&o, "acrdns_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
 	head(&o, "uptime_seconds", "gauge", "Seconds since the daemon started.");
@@ -123,13 +126,13 @@ char *metrics_render(struct server *s)
 	for (int t = 0; t < 2; t++)
 		for (int v = VERDICT_ALLOW; v <= VERDICT_LOCAL; v++)
 			text_put(&o, "acrdns_queries_total{transport=\"%s\",verdict=\"%s\"} %" PRIu64 "\n",
-			    transports[t], policy_verdict_name((enum verdict)v), s->stats.verdicts[t][v]);
+			    transports[t], policy_verdict_name((enum verdict)v), st.verdicts[t][v]);
 	/* Every counter of `acrdnsctl stats`, under the same name. */
 	for (const struct stats_field *f = stats_fields; f->name; f++) {
 		char name[80];
 		snprintf(name, sizeof(name), "%s_total", f->name);
 		head(&o, name, "counter", "See acrdnsctl(8), stats.");
-		text_put(&o, "acrdns_%s %" PRIu64 "\n", name, stats_get(&s->stats, f));
+		text_put(&o, "acrdns_%s %" PRIu64 "\n", name, stats_get(&st, f));
 	}
 
 	head(&o, "cache_entries", "gauge", "Answers in the cache.");

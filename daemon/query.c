@@ -173,11 +173,10 @@ static void answer_local(struct server *s, const struct reply_to *rt, const stru
 	finish(s, rt, q, len, 0, 0, NULL);
 }
 
-static void answer_cached(struct server *s, const struct reply_to *rt, const struct wire_query *q,
-			  const struct cache_msg *m, uint32_t age, bool stale, enum verdict verdict)
+/** Send an answer already rendered into s->out. */
+static void answer_rendered(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			    size_t len, bool stale, enum verdict verdict)
 {
-	size_t len = cache_render(m, age, stale, q, s->out);
-
 	/* Before finish(): a reply cut for UDP still teaches the set its addresses. */
 	if (s->nft && verdict == VERDICT_ALLOW)
 		nft_learn(s->nft, s->out, len);
@@ -186,6 +185,67 @@ static void answer_cached(struct server *s, const struct reply_to *rt, const str
 		finish(s, rt, q, len, 0, EDE_STALE, "");
 	else
 		finish(s, rt, q, len, 0, 0, NULL);
+}
+
+bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
+{
+	struct wire_query q;
+	struct policy_decision d;
+	char rule[400];
+
+	/* Anything unusual, limited or forwarded belongs to the main loop,
+	 * which counts it; here only what is answered is counted. */
+	if (wire_query_parse(msg, len, &q) != WIRE_Q_OK || s->rl || !access_allowed(s->cfg, &rt->peer) ||
+	    q.qclass != LDNS_RR_CLASS_IN || q.qtype == LDNS_RR_TYPE_OPT || q.qtype == LDNS_RR_TYPE_TSIG ||
+	    q.qtype == LDNS_RR_TYPE_TKEY || q.qtype == LDNS_RR_TYPE_AXFR || q.qtype == LDNS_RR_TYPE_IXFR ||
+	    q.qtype == LDNS_RR_TYPE_MAILA || q.qtype == LDNS_RR_TYPE_MAILB)
+		return false;
+	policy_decide(s->policy, q.qname, q.qname_len, &d);
+	/* Answers that feed the nftables sets are learned on the main loop. */
+	if (s->main_nft && (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_LOCAL))
+		return false;
+	if (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS) {
+		struct cache_key key = { q.qname, q.qname_len, q.qtype, q.qclass,
+					 (uint8_t)((q.edns_do ? CACHE_KEY_DO : 0) |
+						   ((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0)) };
+		uint32_t gen;
+		bool has_cname;
+		size_t out_len;
+		enum cache_status cs = cache_fetch(s->cache, &key, server_now_ms(), &q, s->out, &out_len,
+						   &gen, &has_cname);
+		if (cs != CACHE_FRESH || (d.verdict == VERDICT_PASS && has_cname && gen != s->policy_gen))
+			return false;
+		s->stats.queries_udp++;
+		s->stats.verdicts[0][d.verdict & 3]++;
+		s->stats.cache_hits++;
+		if (d.verdict == VERDICT_ALLOW)
+			s->stats.allowed++;
+		else
+			s->stats.passed++;
+		if (s->cfg->log_queries == QLOG_ALL) {
+			policy_describe(s->policy, &d, rule, sizeof(rule));
+			log_decision(s, rt, &q, &d, rule, NULL);
+		}
+		finish(s, rt, &q, out_len, 0, 0, NULL);
+		return true;
+	}
+	s->stats.queries_udp++;
+	s->stats.verdicts[0][d.verdict & 3]++;
+	if (s->cfg->log_queries == QLOG_ALL ||
+	    (s->cfg->log_queries == QLOG_DENIED && d.verdict == VERDICT_DENY)) {
+		policy_describe(s->policy, &d, rule, sizeof(rule));
+		log_decision(s, rt, &q, &d, rule, NULL);
+	}
+	if (d.verdict == VERDICT_LOCAL) {
+		s->stats.local++;
+		answer_local(s, rt, &q, &s->policy->local[d.local]);
+	} else {
+		s->stats.denied++;
+		if (s->cfg->log_queries != QLOG_DENIED && s->cfg->log_queries != QLOG_ALL)
+			policy_describe(s->policy, &d, rule, sizeof(rule));
+		answer_deny(s, rt, &q, rule);
+	}
+	return true;
 }
 
 void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
@@ -283,15 +343,15 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	struct cache_key key = { q.qname, q.qname_len, q.qtype, q.qclass,
 				 (uint8_t)((q.edns_do ? CACHE_KEY_DO : 0) |
 					   ((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0)) };
-	struct cache_msg m;
-	uint32_t age, gen;
+	uint32_t gen;
 	bool has_cname;
-	enum cache_status cs = cache_lookup(s->cache, &key, server_now_ms(), &m, &age, &gen,
-					    &has_cname);
+	size_t out_len;
+	enum cache_status cs = cache_fetch(s->cache, &key, server_now_ms(), &q, s->out, &out_len, &gen,
+					   &has_cname);
 	/* A chain checked under another policy is checked again: fetch anew. */
 	if (cs == CACHE_FRESH && !(d.verdict == VERDICT_PASS && has_cname && gen != s->policy_gen)) {
 		s->stats.cache_hits++;
-		answer_cached(s, rt, &q, &m, age, false, d.verdict);
+		answer_rendered(s, rt, &q, out_len, false, d.verdict);
 		return;
 	}
 	s->stats.cache_misses++;
@@ -313,12 +373,9 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 void query_prefetch(struct server *s, const uint8_t *name, size_t len, uint16_t qtype)
 {
 	struct query_client *c;
-	struct cache_msg m;
-	uint32_t age, gen;
-	bool has_cname;
 
 	struct cache_key key = { name, (uint16_t)len, qtype, LDNS_RR_CLASS_IN, 0 };
-	if (cache_lookup(s->cache, &key, server_now_ms(), &m, &age, &gen, &has_cname) == CACHE_FRESH)
+	if (cache_fresh(s->cache, &key, server_now_ms()))
 		return;
 	if (!(c = calloc(1, sizeof(*c))))
 		return;
@@ -346,9 +403,14 @@ static void client_done(struct query_client *c)
 void query_answer(struct server *s, struct query_client *c, const struct cache_msg *m,
 		  uint32_t age, bool stale)
 {
+	query_answer_rendered(s, c, cache_render(m, age, stale, &c->q, s->out), stale);
+}
+
+void query_answer_rendered(struct server *s, struct query_client *c, size_t len, bool stale)
+{
 	if (stale)
 		s->stats.stale_served++;
-	answer_cached(s, &c->rt, &c->q, m, age, stale, c->verdict);
+	answer_rendered(s, &c->rt, &c->q, len, stale, c->verdict);
 	client_done(c);
 }
 

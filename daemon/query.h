@@ -35,6 +35,16 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 void query_answer(struct server *s, struct query_client *c, const struct cache_msg *m,
 		  uint32_t age, bool stale);
 
+/** As query_answer(), for an answer already rendered into s->out. */
+void query_answer_rendered(struct server *s, struct query_client *c, size_t len, bool stale);
+
+/**
+ * The part of query_handle() a worker thread runs on its own: cache hits,
+ * denied and local names.  Counts only what it answers.
+ * @return true when answered; false: the main loop must handle the packet
+ */
+bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt);
+
 /**
  * Resolve a name into the cache with no client waiting (a new endpoint,
  * resolved ahead of the first pull).  Nothing happens when it is cached.

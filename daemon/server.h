@@ -21,6 +21,7 @@ struct listener;
 struct metrics_http;
 struct nft;
 struct upstreams;
+struct workers;
 
 struct server {
 	struct ev_loop *loop;
@@ -36,6 +37,8 @@ struct server {
 	struct nft *nft;              /**< NULL: no nftables sets to fill */
 	struct metrics_http *metrics; /**< NULL: no HTTP metrics listener */
 	bool activated;               /**< started with sockets from socket activation */
+	struct workers *workers;      /**< NULL: the main loop alone (workers = 1) */
+	bool main_nft;                /**< in a worker's shadow: the main loop fills nftables sets */
 	ev_tstamp started;
 	/** Reload the configuration; 0, or -1 with the reason in err. */
 	int (*reload)(struct server *s, char *err, size_t errlen);

@@ -32,3 +32,12 @@ void stats_log(const struct stats *s)
 		n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%" PRIu64, f->name, stats_get(s, f));
 	log_notice("%s", line);
 }
+
+void stats_add(struct stats *sum, const struct stats *s)
+{
+	for (const struct stats_field *f = stats_fields; f->name; f++)
+		*(uint64_t *)(void *)((char *)sum + f->offset) += stats_get(s, f);
+	for (int t = 0; t < 2; t++)
+		for (int v = 0; v < 4; v++)
+			sum->verdicts[t][v] += s->verdicts[t][v];
+}

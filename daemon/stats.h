@@ -40,6 +40,9 @@ static inline uint64_t stats_get(const struct stats *s, const struct stats_field
 	return *(const uint64_t *)(const void *)((const char *)s + f->offset);
 }
 
+/** Add every counter of s to sum. */
+void stats_add(struct stats *sum, const struct stats *s);
+
 /** Write every counter to the log at notice level, as one key=value line. */
 void stats_log(const struct stats *s);
 

@@ -419,14 +419,14 @@ static void answer_stale(struct inflight *f, bool fail)
 	struct cache_key key = { f->name, f->name_len, f->qtype, f->qclass, f->flags };
 
 	for (; c; c = next) {
-		struct cache_msg m;
-		uint32_t age, gen;
+		uint32_t gen;
 		bool has_cname;
+		size_t len;
 		next = c->next;
-		enum cache_status st = cache_lookup(s->cache, &key, server_now_ms(), &m, &age, &gen,
-						    &has_cname);
+		enum cache_status st = cache_fetch(s->cache, &key, server_now_ms(), &c->q, s->out, &len,
+						   &gen, &has_cname);
 		if (st != CACHE_MISS && !(c->verdict == VERDICT_PASS && has_cname && gen != s->policy_gen)) {
-			query_answer(s, c, &m, age, st == CACHE_STALE);
+			query_answer_rendered(s, c, len, st == CACHE_STALE);
 		} else if (fail) {
 			query_fail(s, c);
 		} else {

@@ -102,6 +102,7 @@ START_TEST(errors)
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nnftables = { sets = 1; };\n", 2,
 		     "unknown key 'sets' in nftables");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nuser = \"\";\n", 2, "'user' is empty");
+	expect_error("upstreams = [ \"192.0.2.1\" ];\nworkers = 65;\n", 2, "must be between 0 and 64");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nmetrics_listen = \"any\";\n", 2,
 		     "'metrics_listen' is 'any'");
 	expect_error("upstreams = [ \"192.0.2.1\" ];\nlog = { format = \"xml\"; };\n", 2,

@@ -1,0 +1,59 @@
+"""`workers`: extra event loops answer UDP from SO_REUSEPORT sockets, with
+one shared cache, so answers and upstream traffic do not depend on the loop
+that took a query."""
+import json
+import os
+import subprocess
+
+import dns.message
+import dns.query
+import dns.rcode
+
+from conftest import ACRDNSD, basic_config
+
+ACRDNSCTL = os.path.join(os.path.dirname(ACRDNSD), "acrdnsctl")
+
+
+def ctl(tmp_path, *args):
+    r = subprocess.run([ACRDNSCTL, "-s", str(tmp_path / "control.sock"), *args],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_workers_share_one_cache(upstream, daemon, tmp_path):
+    upstream.set("w.example.com", records=["w.example.com A 192.0.2.40"])
+    d = daemon(basic_config(upstream, "workers = 3;\ndeny = [ \"*.blob.core.windows.net\" ];"))
+    assert json.loads(ctl(tmp_path, "--json", "status"))["workers"] == 3
+    # Each query from a new socket: the kernel spreads them over the loops.
+    for _ in range(60):
+        r = dns.query.udp(dns.message.make_query("w.example.com", "A"), "127.0.0.1", port=d.port,
+                          timeout=3)
+        assert r.answer[0][0].address == "192.0.2.40"
+    assert upstream.count("w.example.com") == 1
+    for _ in range(30):
+        r = dns.query.udp(dns.message.make_query("x.blob.core.windows.net", "A"), "127.0.0.1",
+                          port=d.port, timeout=3)
+    stats = json.loads(ctl(tmp_path, "--json", "stats"))
+    assert stats["queries_udp"] == 90 and stats["cache_hits"] == 59 and stats["cache_misses"] == 1
+
+
+def test_workers_hand_misses_to_the_main_loop_and_survive_reloads(upstream, daemon, tmp_path):
+    for i in range(40):
+        upstream.set(f"m{i}.example.com", records=[f"m{i}.example.com A 192.0.2.{i + 1}"])
+    d = daemon(basic_config(upstream, "workers = 2;"))
+    for i in range(40):
+        r = dns.query.udp(dns.message.make_query(f"m{i}.example.com", "A"), "127.0.0.1", port=d.port,
+                          timeout=3)
+        assert r.answer[0][0].address == f"192.0.2.{i + 1}"
+        if i % 10 == 0:
+            d.reload()
+    assert d.read_log().count("configuration reloaded") == 4
+    assert all(upstream.count(f"m{i}.example.com") == 1 for i in range(40))
+    assert d.alive()
+
+
+def test_one_worker_is_the_main_loop_alone(upstream, daemon, tmp_path):
+    d = daemon(basic_config(upstream, "workers = 1;"))
+    assert "1 event loops" in ctl(tmp_path, "status")
+    assert d.query("example.com").rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
