@@ -337,7 +337,7 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 			       "'az acr update --name NAME --data-endpoint-enabled'\n");
 	}
 	printf("workers: %u event loops%s\n", cfg->workers ? cfg->workers : workers_default(),
-	       cfg->workers ? "" : " (one per CPU)");
+	       cfg->workers ? "" : " (workers = 0: one per CPU)");
 	if (strcmp(cfg->user, "root") == 0)
 		printf("user: root (kept: the configuration says so)\n");
 	else

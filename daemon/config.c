@@ -966,6 +966,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	snprintf(cfg->nft.set4, sizeof(cfg->nft.set4), "allow4");
 	snprintf(cfg->nft.set6, sizeof(cfg->nft.set6), "allow6");
 	cfg->nft.grace = 300;
+	cfg->workers = 1;
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_queries = QLOG_DENIED;
 	cfg->tcp_max_connections = 512;

@@ -132,7 +132,7 @@ struct config {
 	char *group;                  /**< NULL: the user's primary group */
 	struct cfg_addr metrics_listen; /**< len 0: no HTTP metrics listener */
 	struct cfg_nft nft;
-	uint32_t workers;             /**< event loops; 0: one per CPU */
+	uint32_t workers;             /**< event loops (default 1); 0: one per CPU */
 };
 
 /**

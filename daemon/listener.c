@@ -173,11 +173,14 @@ void listener_set_reuseport(bool on)
 	reuseport = on;
 }
 
-static int open_socket(const struct cfg_addr *a, int type, bool wildcard)
+/** @param passed set when the socket came from socket activation (may be NULL) */
+static int open_socket(const struct cfg_addr *a, int type, bool wildcard, bool *passed)
 {
 	int fd = take_inherited(a, type);
 	int one = 1;
 
+	if (passed)
+		*passed = fd >= 0;
 	if (fd >= 0) {
 		set_options(fd, a, type, wildcard);
 		return fd;
@@ -230,13 +233,13 @@ struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
 	l->srv = srv;
 	l->addr = *addr;
 	l->wildcard = addr_is_wildcard(addr);
-	l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard);
+	l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard, &l->udp_passed);
 	if (l->udp_fd < 0) {
 		bind_error(addr, name, "udp");
 		free(l);
 		return NULL;
 	}
-	l->tcp_fd = open_socket(addr, SOCK_STREAM, l->wildcard);
+	l->tcp_fd = open_socket(addr, SOCK_STREAM, l->wildcard, NULL);
 	if (l->tcp_fd < 0) {
 		bind_error(addr, name, "tcp");
 		close(l->udp_fd);
@@ -264,7 +267,7 @@ struct listener *listener_open_worker(struct server *shadow, const struct cfg_ad
 	l->worker = true;
 	l->wildcard = addr_is_wildcard(addr);
 	l->tcp_fd = -1;
-	if ((l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard)) < 0) {
+	if ((l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard, NULL)) < 0) {
 		log_err("listen %s (udp, worker): %s", name, strerror(errno));
 		free(l);
 		return NULL;

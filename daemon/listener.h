@@ -42,6 +42,7 @@ struct listener {
 	bool wildcard;            /**< bound to 0.0.0.0 or ::: answer from the address asked */
 	bool inherited;           /**< passed by socket activation, not in `listen`: kept on reload */
 	bool worker;              /**< a worker thread's UDP twin (srv is its shadow server) */
+	bool udp_passed;          /**< the UDP socket came from socket activation */
 	int udp_fd, tcp_fd;       /**< -1: none (a passed socket of one type only) */
 	unsigned held;            /**< UDP queries waiting for upstream that will answer here */
 	bool closed;              /**< closed by a reload; freed when nothing is held */

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -173,7 +174,7 @@ static void reconcile(struct worker *wk, struct server *main)
 	struct listener *keep = NULL;
 
 	for (struct listener *m = main->listeners; m; m = m->next) {
-		if (m->udp_fd < 0 || m->inherited)
+		if (m->udp_fd < 0 || m->inherited || m->udp_passed)
 			continue;   /* a passed socket has no SO_REUSEPORT twin of ours */
 		struct listener **pp = &wk->listeners, *found = NULL;
 		for (; *pp; pp = &(*pp)->next)
@@ -214,7 +215,12 @@ void workers_start(struct workers *ws)
 		wk->srv.main_nft = m->nft != NULL;
 		wk->srv.started = m->started;
 		reconcile(wk, m);
+		/* Signals are the main loop's: the thread starts with them blocked. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
 		int e = pthread_create(&wk->thread, NULL, run, wk);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (e) {
 			log_err("workers: cannot start a thread: %s", strerror(e));
 			continue;

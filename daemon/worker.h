@@ -23,7 +23,7 @@ struct reply_to;
 struct server;
 struct workers;
 
-/** @return the number of online CPUs (at least 1), the default of `workers`. */
+/** @return the number of online CPUs (at least 1), what `workers = 0` asks for. */
 unsigned workers_default(void);
 
 /**

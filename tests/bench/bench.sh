@@ -37,7 +37,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-UP=25353 ACR=25354 UNB=25355 DMQ=25356 DDI=25357
+UP=25353 ACR=25354 UNB=25355 DMQ=25356 DDI=25357 ACR1=25358
 
 # ---- the shared upstream ----
 upstream_conf $UP "$work" > "$work/upstream.conf"
@@ -77,6 +77,11 @@ control_socket = "$work/control.sock";
 user = "root";
 CONF
 "$ACRDNSD" -f -c "$work/acrdnsd.conf" & pids+=($!); ACR_PID=$!
+# The same with one event loop per CPU, for the `workers` comparison.
+sed -e "s|127.0.0.1:$ACR|127.0.0.1:$ACR1|" -e "s|$work/control.sock|$work/control1.sock|" \
+	"$work/acrdnsd.conf" > "$work/acrdnsd1.conf"
+echo "workers = 0;" >> "$work/acrdnsd1.conf"
+"$ACRDNSD" -f -c "$work/acrdnsd1.conf" & pids+=($!); ACR1_PID=$!
 sleep 1
 
 # ---- query files ----
@@ -104,9 +109,9 @@ perf() { dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$3" -c 4 -q 200 ${4:+-Q $4} 2>
 field() { awk -v k="$1" '$0 ~ k { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { print $i; exit } }'; }
 
 declare -A QPS CPU FWD LOST PORT PID
-PORT=([acrdnsd]=$ACR [unbound]=$UNB [dnsmasq]=$DMQ [dnsdist]=$DDI)
-PID=([acrdnsd]=$ACR_PID [unbound]=$UNB_PID [dnsmasq]=$DMQ_PID [dnsdist]=$DDI_PID)
-SERVERS="acrdnsd unbound dnsmasq"
+PORT=([acrdnsd]=$ACR [unbound]=$UNB [dnsmasq]=$DMQ [dnsdist]=$DDI [acrdnsd1]=$ACR1)
+PID=([acrdnsd]=$ACR_PID [unbound]=$UNB_PID [dnsmasq]=$DMQ_PID [dnsdist]=$DDI_PID [acrdnsd1]=$ACR1_PID)
+SERVERS="acrdnsd unbound dnsmasq acrdnsd1"
 for name in $SERVERS; do
 	port=${PORT[$name]}
 	perf $port "$work/cached.txt" 2 >/dev/null            # warm the cache
@@ -145,9 +150,13 @@ printf '%-28s %12.0f %12s %12s %14s\n' "forwarding QPS vs dnsdist" "${FWD[acrdns
 	"$(ratio "${FWD[acrdnsd]}" "${FWD[dnsdist]}") (acrdnsd/dnsdist; lost ${LOST[dnsdist]})"
 printf 'CPU/query: median of three interleaved rounds (%s| %s| %s); lower is better.\n' \
 	"${SAMPLES[acrdnsd]}" "${SAMPLES[unbound]}" "${SAMPLES[dnsmasq]}"
+loops=$(grep -c ^processor /proc/cpuinfo)
+printf 'workers: acrdnsd with %s event loops (workers = 0) / with 1 (default): cached QPS %.0f / %.0f (%s), CPU us/query %s / %s, forwarding QPS %.0f / %.0f\n' \
+	"$loops" "${QPS[acrdnsd1]}" "${QPS[acrdnsd]}" "$(ratio "${QPS[acrdnsd1]}" "${QPS[acrdnsd]}")" \
+	"${CPU[acrdnsd1]}" "${CPU[acrdnsd]}" "${FWD[acrdnsd1]}" "${FWD[acrdnsd]}"
 
 # ---- instructions per cached query, for spotting regressions ----
-kill "$ACR_PID"; wait "$ACR_PID" 2>/dev/null || true
+kill "$ACR_PID" "$ACR1_PID"; wait "$ACR_PID" "$ACR1_PID" 2>/dev/null || true
 # One million deny rules beside the shipped ones: the lookup must cost the same.
 awk 'BEGIN { for (i = 0; i < 1000000; i++) printf "deny *.t%d.example%d.net\n", i, i % 97 }' > "$work/million.rules"
 sed -e "s|rules = \\[ \"$top/rules/\\*.rules\" \\];|rules = [ \"$top/rules/*.rules\", \"$work/million.rules\" ];|" \

@@ -62,6 +62,10 @@ class Daemon:
         if "control_socket" not in text:
             # Never the host's /run/acrdns/control.sock: a test is not the host's daemon.
             text += f'\ncontrol_socket = "{self.tmp}/control.sock";\n'
+        workers = os.environ.get("ACRDNS_TEST_WORKERS")
+        if workers and not re.search(r"^\s*workers\s*=", text, re.M):
+            # The whole suite again with worker threads (CI's distcheck run).
+            text += f"\nworkers = {int(workers)};\n"
         if not re.search(r"^\s*user\s*=", text, re.M):
             # Test files live in pytest's 0700 directories, which only root can
             # read after start-up; test_operations covers the privilege drop.
