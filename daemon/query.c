@@ -187,6 +187,30 @@ static void answer_rendered(struct server *s, const struct reply_to *rt, const s
 		finish(s, rt, q, len, 0, 0, NULL);
 }
 
+/** The cache key of a client's question: name, type, class, DO and CD. */
+static struct cache_key key_of(const struct wire_query *q)
+{
+	return (struct cache_key){ q->qname, q->qname_len, q->qtype, q->qclass,
+				   (uint8_t)((q->edns_do ? CACHE_KEY_DO : 0) |
+					     ((q->flags & WIRE_CD) ? CACHE_KEY_CD : 0)) };
+}
+
+/**
+ * A fresh cached answer for q, rendered into s->out.  A chain that another
+ * policy checked is not one: it is fetched anew and checked again.
+ */
+static bool fetch_fresh(struct server *s, const struct wire_query *q, enum verdict verdict,
+			size_t *len)
+{
+	struct cache_key key = key_of(q);
+	uint32_t gen;
+	bool has_cname;
+
+	return cache_fetch(s->cache, &key, server_now_ms(), q, s->out, len, &gen, &has_cname) ==
+		       CACHE_FRESH &&
+	       !(verdict == VERDICT_PASS && has_cname && gen != s->policy_gen);
+}
+
 bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
 {
 	struct wire_query q;
@@ -205,15 +229,8 @@ bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_t
 	if (s->main_nft && (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_LOCAL))
 		return false;
 	if (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS) {
-		struct cache_key key = { q.qname, q.qname_len, q.qtype, q.qclass,
-					 (uint8_t)((q.edns_do ? CACHE_KEY_DO : 0) |
-						   ((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0)) };
-		uint32_t gen;
-		bool has_cname;
 		size_t out_len;
-		enum cache_status cs = cache_fetch(s->cache, &key, server_now_ms(), &q, s->out, &out_len,
-						   &gen, &has_cname);
-		if (cs != CACHE_FRESH || (d.verdict == VERDICT_PASS && has_cname && gen != s->policy_gen))
+		if (!fetch_fresh(s, &q, d.verdict, &out_len))
 			return false;
 		s->stats.queries_udp++;
 		s->stats.verdicts[0][d.verdict & 3]++;
@@ -340,16 +357,8 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 		break;
 	}
 
-	struct cache_key key = { q.qname, q.qname_len, q.qtype, q.qclass,
-				 (uint8_t)((q.edns_do ? CACHE_KEY_DO : 0) |
-					   ((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0)) };
-	uint32_t gen;
-	bool has_cname;
 	size_t out_len;
-	enum cache_status cs = cache_fetch(s->cache, &key, server_now_ms(), &q, s->out, &out_len, &gen,
-					   &has_cname);
-	/* A chain checked under another policy is checked again: fetch anew. */
-	if (cs == CACHE_FRESH && !(d.verdict == VERDICT_PASS && has_cname && gen != s->policy_gen)) {
+	if (fetch_fresh(s, &q, d.verdict, &out_len)) {
 		s->stats.cache_hits++;
 		answer_rendered(s, rt, &q, out_len, false, d.verdict);
 		return;
@@ -367,6 +376,7 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	c->q = q;
 	c->verdict = d.verdict;
 	listener_hold(&c->rt);
+	struct cache_key key = key_of(&c->q);
 	upstream_resolve(s->up, &key, c);
 }
 
