@@ -73,17 +73,17 @@ static void apply_settings(struct server *s, const struct config *cfg)
 	s->ttl.stale_ttl = cfg->stale_ttl;
 }
 
-/**
- * Make the listeners match cfg: keep sockets on addresses that stay, open
- * the new ones, close the rest.  Nothing changes when an address cannot be
- * opened.  @return 0 or -1
- */
-static void next_inherited_push(struct listener **list, struct listener *l)
+static void push_listener(struct listener **list, struct listener *l)
 {
 	l->next = *list;
 	*list = l;
 }
 
+/**
+ * Make the listeners match cfg: keep sockets on addresses that stay, open
+ * the new ones, close the rest (but sockets passed by socket activation).  Nothing changes when an address cannot be
+ * opened.  @return 0 or -1
+ */
 static int reconcile_listeners(struct server *s, const struct config *cfg)
 {
 	/* Socket activation without a `listen` key: the socket unit decides. */
@@ -125,7 +125,7 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 			if (!kept && !l->inherited)
 				listener_close(l);
 			else if (!kept)
-				next_inherited_push(&inherited, l);
+				push_listener(&inherited, l);
 		}
 		s->listeners = inherited;
 		for (size_t i = n_listen; i-- > 0;) {
