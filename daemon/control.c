@@ -105,7 +105,8 @@ static char *status(struct server *s, bool json)
 			"inflight", (json_int_t)upstream_inflight(s->up),
 			"tcp_connections", (json_int_t)s->tcp_conns));
 	struct text t = { 0 };
-	text_put(&t, "acrdnsd %s, up %.0f s, %zu event loops\nconfig: %s\nmode: %s\nrules: %zu\nregistries: %zu\n"
+	text_put(&t, "acrdnsd %s, up %.0f s\nevent loops: %zu\nconfig: %s\nmode: %s\nrules: %zu\n"
+	    "registries: %zu\n"
 	    "upstream servers: %zu\ncache: %zu entries, %zu bytes of %" PRIu64 "\n"
 	    "questions in flight: %zu\ntcp connections: %u\n", PACKAGE_VERSION, up,
 	    workers_count(s->workers) + 1, cfg->path,

@@ -55,5 +55,5 @@ def test_workers_hand_misses_to_the_main_loop_and_survive_reloads(upstream, daem
 
 def test_one_worker_is_the_main_loop_alone(upstream, daemon, tmp_path):
     d = daemon(basic_config(upstream, "workers = 1;"))
-    assert "1 event loops" in ctl(tmp_path, "status")
+    assert "event loops: 1\n" in ctl(tmp_path, "status")
     assert d.query("example.com").rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
