@@ -220,7 +220,8 @@ static void bind_error(const struct cfg_addr *addr, const char *name, const char
 		log_err("listen %s (%s): %s", name, proto, strerror(e));
 }
 
-struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
+/** UDP and, unless for a worker, TCP on addr. */
+static struct listener *open_listener(struct server *srv, const struct cfg_addr *addr, bool worker)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 	char name[64];
@@ -232,15 +233,16 @@ struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
 	}
 	l->srv = srv;
 	l->addr = *addr;
+	l->worker = worker;
 	l->wildcard = addr_is_wildcard(addr);
+	l->tcp_fd = -1;
 	l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard, &l->udp_passed);
 	if (l->udp_fd < 0) {
-		bind_error(addr, name, "udp");
+		bind_error(addr, name, worker ? "udp, worker" : "udp");
 		free(l);
 		return NULL;
 	}
-	l->tcp_fd = open_socket(addr, SOCK_STREAM, l->wildcard, NULL);
-	if (l->tcp_fd < 0) {
+	if (!worker && (l->tcp_fd = open_socket(addr, SOCK_STREAM, l->wildcard, NULL)) < 0) {
 		bind_error(addr, name, "tcp");
 		close(l->udp_fd);
 		free(l);
@@ -252,30 +254,14 @@ struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
 	return l;
 }
 
+struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
+{
+	return open_listener(srv, addr, false);
+}
+
 struct listener *listener_open_worker(struct server *shadow, const struct cfg_addr *addr)
 {
-	struct listener *l = calloc(1, sizeof(*l));
-	char name[64];
-
-	config_addr_str((const struct sockaddr *)&addr->ss, name, sizeof(name));
-	if (!l) {
-		log_err("listen %s (worker): out of memory", name);
-		return NULL;
-	}
-	l->srv = shadow;
-	l->addr = *addr;
-	l->worker = true;
-	l->wildcard = addr_is_wildcard(addr);
-	l->tcp_fd = -1;
-	if ((l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard, NULL)) < 0) {
-		log_err("listen %s (udp, worker): %s", name, strerror(errno));
-		free(l);
-		return NULL;
-	}
-	ev_io_init(&l->udp_io, udp_cb, l->udp_fd, EV_READ);
-	ev_io_init(&l->tcp_io, accept_cb, -1, EV_READ);
-	l->udp_io.data = l->tcp_io.data = l;
-	return l;
+	return open_listener(shadow, addr, true);
 }
 
 void listener_start(struct listener *l)
