@@ -524,6 +524,9 @@ int main(int argc, char **argv)
 	s->started = ev_now(s->loop);
 	if ((s->ctl = control_new(s)))
 		control_configure(s->ctl, cfg);
+	/* The workers' sockets too are bound while privileged; their threads start last. */
+	if ((s->workers = workers_new(s, n_workers)))
+		workers_open(s->workers);
 	if (privs_drop(cfg, control_path(s->ctl), err, sizeof(err)) < 0) {
 		log_err("%s", err);
 		return 1;
@@ -552,8 +555,7 @@ int main(int argc, char **argv)
 		   rules_count(policy->rules), upstream_count(s->up),
 		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
 	/* Threads last: after the fork into the background and the privilege drop. */
-	if ((s->workers = workers_new(s, n_workers)))
-		workers_start(s->workers);
+	workers_start(s->workers);
 	char status[256];
 	notify_ready(status_line(s, status, sizeof(status)));
 	notify_watchdog_start(s->loop);

@@ -197,6 +197,12 @@ static void reconcile(struct worker *wk, struct server *main)
 	wk->listeners = keep;
 }
 
+void workers_open(struct workers *ws)
+{
+	for (size_t i = 0; ws && i < ws->n; i++)
+		reconcile(ws->w[i], ws->main);
+}
+
 void workers_start(struct workers *ws)
 {
 	if (!ws)

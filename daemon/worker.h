@@ -32,6 +32,12 @@ unsigned workers_default(void);
  */
 struct workers *workers_new(struct server *main, unsigned n);
 
+/**
+ * Open the workers' sockets on the main loop's UDP addresses now: before
+ * the privilege drop, port 53 still binds.
+ */
+void workers_open(struct workers *ws);
+
 /** Take the main loop's current configuration and policy and run. */
 void workers_start(struct workers *ws);
 

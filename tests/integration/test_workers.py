@@ -57,3 +57,19 @@ def test_one_worker_is_the_main_loop_alone(upstream, daemon, tmp_path):
     d = daemon(basic_config(upstream, "workers = 1;"))
     assert "event loops: 1\n" in ctl(tmp_path, "status")
     assert d.query("example.com").rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+
+
+def test_workers_bind_port_53_before_dropping_root(upstream, daemon, tmp_path):
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("binding port 53 and dropping privileges need root")
+    upstream.set("p.example.com", records=["p.example.com A 192.0.2.53"])
+    d = daemon(f'listen = [ "127.88.0.1:53" ];\nuser = "nobody";\nstate_dir = "{tmp_path}/state";\n'
+               + basic_config(upstream, "workers = 2;"))
+    assert "running as user nobody" in d.read_log()
+    assert "(udp, worker)" not in d.read_log()   # no twin failed to bind
+    for _ in range(20):
+        r = dns.query.udp(dns.message.make_query("p.example.com", "A"), "127.88.0.1", port=53,
+                          timeout=3)
+        assert r.answer[0][0].address == "192.0.2.53"
+    assert upstream.count("p.example.com") == 1
