@@ -211,56 +211,87 @@ static bool fetch_fresh(struct server *s, const struct wire_query *q, enum verdi
 	       !(verdict == VERDICT_PASS && has_cname && gen != s->policy_gen);
 }
 
+/** @return the RCODE for a type no query may ask (FORMERR, NOTIMP), or 0 for the rest. */
+static int special_type_rcode(uint16_t qtype)
+{
+	switch (qtype) {
+	case LDNS_RR_TYPE_OPT:
+	case LDNS_RR_TYPE_TSIG:
+	case LDNS_RR_TYPE_TKEY:
+		return LDNS_RCODE_FORMERR;
+	case LDNS_RR_TYPE_AXFR:
+	case LDNS_RR_TYPE_IXFR:
+	case LDNS_RR_TYPE_MAILA:
+	case LDNS_RR_TYPE_MAILB:
+		return LDNS_RCODE_NOTIMPL;
+	default:
+		return 0;
+	}
+}
+
+/**
+ * Log the policy's decision as log.queries asks, and count it.  rule
+ * receives the rule's text when a log line or a denial needs it.
+ */
+static void note_decision(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			  const struct policy_decision *d, char *rule, size_t rule_len)
+{
+	bool logged = s->cfg->log_queries == QLOG_ALL ||
+		      (s->cfg->log_queries == QLOG_DENIED && d->verdict == VERDICT_DENY);
+
+	if (logged || d->verdict == VERDICT_DENY)
+		policy_describe(s->policy, d, rule, rule_len);
+	if (logged)
+		log_decision(s, rt, q, d, rule, NULL);
+	if (rt->udp || rt->tcp)
+		s->stats.verdicts[rt->tcp != NULL][d->verdict & 3]++;
+	switch (d->verdict) {
+	case VERDICT_LOCAL: s->stats.local++; break;
+	case VERDICT_DENY: s->stats.denied++; break;
+	case VERDICT_ALLOW: s->stats.allowed++; break;
+	case VERDICT_PASS: s->stats.passed++; break;
+	}
+}
+
+/** Answer a local or denied name.  @return false for names that need the cache or upstream. */
+static bool answer_decided(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			   const struct policy_decision *d, const char *rule)
+{
+	if (d->verdict == VERDICT_LOCAL)
+		answer_local(s, rt, q, &s->policy->local[d->local]);
+	else if (d->verdict == VERDICT_DENY)
+		answer_deny(s, rt, q, rule);
+	else
+		return false;
+	return true;
+}
+
 bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
 {
 	struct wire_query q;
 	struct policy_decision d;
 	char rule[400];
+	size_t out_len = 0;
 
 	/* Anything unusual, limited or forwarded belongs to the main loop,
 	 * which counts it; here only what is answered is counted. */
 	if (wire_query_parse(msg, len, &q) != WIRE_Q_OK || s->rl || !access_allowed(s->cfg, &rt->peer) ||
-	    q.qclass != LDNS_RR_CLASS_IN || q.qtype == LDNS_RR_TYPE_OPT || q.qtype == LDNS_RR_TYPE_TSIG ||
-	    q.qtype == LDNS_RR_TYPE_TKEY || q.qtype == LDNS_RR_TYPE_AXFR || q.qtype == LDNS_RR_TYPE_IXFR ||
-	    q.qtype == LDNS_RR_TYPE_MAILA || q.qtype == LDNS_RR_TYPE_MAILB)
+	    q.qclass != LDNS_RR_CLASS_IN || special_type_rcode(q.qtype))
 		return false;
 	policy_decide(s->policy, q.qname, q.qname_len, &d);
 	/* Answers that feed the nftables sets are learned on the main loop. */
 	if (s->main_nft && (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_LOCAL))
 		return false;
-	if (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS) {
-		size_t out_len;
-		if (!fetch_fresh(s, &q, d.verdict, &out_len))
-			return false;
-		s->stats.queries_udp++;
-		s->stats.verdicts[0][d.verdict & 3]++;
-		s->stats.cache_hits++;
-		if (d.verdict == VERDICT_ALLOW)
-			s->stats.allowed++;
-		else
-			s->stats.passed++;
-		if (s->cfg->log_queries == QLOG_ALL) {
-			policy_describe(s->policy, &d, rule, sizeof(rule));
-			log_decision(s, rt, &q, &d, rule, NULL);
-		}
-		finish(s, rt, &q, out_len, 0, 0, NULL);
-		return true;
-	}
+	bool cached = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS;
+	if (cached && !fetch_fresh(s, &q, d.verdict, &out_len))
+		return false;
 	s->stats.queries_udp++;
-	s->stats.verdicts[0][d.verdict & 3]++;
-	if (s->cfg->log_queries == QLOG_ALL ||
-	    (s->cfg->log_queries == QLOG_DENIED && d.verdict == VERDICT_DENY)) {
-		policy_describe(s->policy, &d, rule, sizeof(rule));
-		log_decision(s, rt, &q, &d, rule, NULL);
-	}
-	if (d.verdict == VERDICT_LOCAL) {
-		s->stats.local++;
-		answer_local(s, rt, &q, &s->policy->local[d.local]);
+	note_decision(s, rt, &q, &d, rule, sizeof(rule));
+	if (cached) {
+		s->stats.cache_hits++;
+		answer_rendered(s, rt, &q, out_len, false, d.verdict);
 	} else {
-		s->stats.denied++;
-		if (s->cfg->log_queries != QLOG_DENIED && s->cfg->log_queries != QLOG_ALL)
-			policy_describe(s->policy, &d, rule, sizeof(rule));
-		answer_deny(s, rt, &q, rule);
+		answer_decided(s, rt, &q, &d, rule);
 	}
 	return true;
 }
@@ -306,22 +337,14 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	default:
 		break;
 	}
-	switch (q.qtype) {
-	case LDNS_RR_TYPE_OPT:
-	case LDNS_RR_TYPE_TSIG:
-	case LDNS_RR_TYPE_TKEY:
-		s->stats.formerr++;
-		reply_error(s, rt, &q, LDNS_RCODE_FORMERR);
+	int special = special_type_rcode(q.qtype);
+	if (special) {
+		if (special == LDNS_RCODE_FORMERR)
+			s->stats.formerr++;
+		else
+			s->stats.notimp++;
+		reply_error(s, rt, &q, (uint16_t)special);
 		return;
-	case LDNS_RR_TYPE_AXFR:
-	case LDNS_RR_TYPE_IXFR:
-	case LDNS_RR_TYPE_MAILA:
-	case LDNS_RR_TYPE_MAILB:
-		s->stats.notimp++;
-		reply_error(s, rt, &q, LDNS_RCODE_NOTIMPL);
-		return;
-	default:
-		break;
 	}
 	if (q.qclass != LDNS_RR_CLASS_IN) {
 		/* CHAOS and the rest are not the registry's business. */
@@ -331,31 +354,9 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	}
 
 	policy_decide(s->policy, q.qname, q.qname_len, &d);
-	if (s->cfg->log_queries == QLOG_ALL ||
-	    (s->cfg->log_queries == QLOG_DENIED && d.verdict == VERDICT_DENY)) {
-		policy_describe(s->policy, &d, rule, sizeof(rule));
-		log_decision(s, rt, &q, &d, rule, NULL);
-	}
-	if (rt->udp || rt->tcp)
-		s->stats.verdicts[rt->tcp != NULL][d.verdict & 3]++;
-	switch (d.verdict) {
-	case VERDICT_LOCAL:
-		s->stats.local++;
-		answer_local(s, rt, &q, &s->policy->local[d.local]);
+	note_decision(s, rt, &q, &d, rule, sizeof(rule));
+	if (answer_decided(s, rt, &q, &d, rule))
 		return;
-	case VERDICT_DENY:
-		s->stats.denied++;
-		if (s->cfg->log_queries != QLOG_DENIED && s->cfg->log_queries != QLOG_ALL)
-			policy_describe(s->policy, &d, rule, sizeof(rule));
-		answer_deny(s, rt, &q, rule);
-		return;
-	case VERDICT_ALLOW:
-		s->stats.allowed++;
-		break;
-	case VERDICT_PASS:
-		s->stats.passed++;
-		break;
-	}
 
 	size_t out_len;
 	if (fetch_fresh(s, &q, d.verdict, &out_len)) {
