@@ -3,6 +3,13 @@
  * In-flight questions and their attempts.  An attempt is one UDP or TCP
  * exchange with one server; a question keeps its earlier attempts open
  * after a retry, so a slow first server still counts if it answers first.
+ *
+ * A UDP attempt borrows a connected socket on a random port from its
+ * server's pool.  A socket serves one question at a time and is retired
+ * after USOCK_USES questions or USOCK_AGE seconds, so a port is used a
+ * short while by one question after another instead of being opened and
+ * closed for each: that open and close (socket, bind, connect, epoll
+ * registration, close) was a third of the forwarding path's CPU.
  */
 #include "autoconf.h"
 
@@ -27,12 +34,32 @@
 #define RTO_MAX 1.5
 #define RTT_FORGET 30.0   /* a penalised server is given another chance after this */
 
+#define USOCK_USES 64     /* questions a pooled socket carries before it is closed */
+#define USOCK_AGE 10.0    /* seconds a pooled socket lives at most */
+#define USOCK_IDLE 2.0    /* seconds an idle socket waits for its next question */
+#define USOCK_IDLE_MAX 512 /* idle sockets kept per server */
+
+/** A connected UDP socket on a random port, lent to one attempt at a time. */
+struct usock {
+	int fd;
+	ev_io io;                /**< started for the socket's whole life */
+	struct upstreams *u;
+	struct attempt *owner;   /**< NULL while idle */
+	struct cfg_addr addr;
+	unsigned uses;
+	uint16_t last_id;        /**< the previous question's ID: its late reply is no spoof */
+	ev_tstamp born, idle_since;
+	struct usock *prev, *next; /**< the server's idle list, most recently used first */
+};
+
 struct upstream_server {
 	struct cfg_addr addr;
 	double srtt, rttvar;   /**< seconds */
 	bool measured;
 	ev_tstamp changed;
 	struct upstream_counters n;
+	struct usock *idle, *idle_tail; /**< pooled sockets; they move with the server on rebuild */
+	size_t n_idle;
 };
 
 const double upstream_rtt_bounds[UPSTREAM_RTT_BUCKETS] = {
@@ -42,9 +69,11 @@ const double upstream_rtt_bounds[UPSTREAM_RTT_BUCKETS] = {
 struct attempt {
 	struct inflight *f;
 	int fd;                /**< -1 once finished */
-	ev_io io;
+	struct usock *us;      /**< UDP: the pooled socket behind fd */
+	ev_io io;              /**< TCP */
 	bool tcp;
 	bool tcp_connected;
+	bool broken;           /**< the socket had an error: not back to the pool */
 	struct cfg_addr addr;
 	uint16_t id;
 	ev_tstamp sent;
@@ -82,7 +111,11 @@ struct upstreams {
 	struct inflight **table;
 	size_t mask;
 	size_t count;
+	ev_timer sweep;                  /**< closes idle sockets; runs while there are some */
+	bool closing;                    /**< upstream_free: sockets are closed, not pooled */
 };
+
+static void pool_close(struct upstream_server *sv);
 
 /* ---- server list ---- */
 
@@ -186,6 +219,13 @@ static void rebuild(struct upstreams *u)
 		}
 		free(addrs);
 	}
+	for (size_t k = 0; k < u->n; k++) {
+		bool kept = false;
+		for (size_t i = 0; i < n && !kept; i++)
+			kept = config_addr_equal(&list[i].addr, &u->servers[k].addr);
+		if (!kept)
+			pool_close(&u->servers[k]);
+	}
 	free(u->servers);
 	u->servers = list;
 	u->n = n;
@@ -274,6 +314,8 @@ size_t upstream_inflight(const struct upstreams *u)
 	return u->count;
 }
 
+static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 struct upstreams *upstream_new(struct server *srv)
 {
 	struct upstreams *u = calloc(1, sizeof(*u));
@@ -281,6 +323,9 @@ struct upstreams *upstream_new(struct server *srv)
 	if (!u)
 		return NULL;
 	u->srv = srv;
+	ev_init(&u->sweep, sweep_cb);
+	u->sweep.repeat = 1.0;
+	u->sweep.data = u;
 	u->mask = 1023;
 	u->table = calloc(u->mask + 1, sizeof(*u->table));
 	if (!u->table) {
@@ -379,10 +424,173 @@ static void table_remove(struct upstreams *u, struct inflight *f)
 	f->hnext = NULL;
 }
 
+/* ---- the socket pool ---- */
+
+static void usock_close(struct usock *us)
+{
+	ev_io_stop(us->u->srv->loop, &us->io);
+	close(us->fd);
+	free(us);
+}
+
+static void idle_unlink(struct upstream_server *sv, struct usock *us)
+{
+	if (us->prev)
+		us->prev->next = us->next;
+	else
+		sv->idle = us->next;
+	if (us->next)
+		us->next->prev = us->prev;
+	else
+		sv->idle_tail = us->prev;
+	us->prev = us->next = NULL;
+	sv->n_idle--;
+}
+
+static void pool_close(struct upstream_server *sv)
+{
+	while (sv->idle) {
+		struct usock *us = sv->idle;
+		idle_unlink(sv, us);
+		usock_close(us);
+	}
+}
+
+/** Close the sockets idle too long; stop when none is left. */
+static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct upstreams *u = w->data;
+	ev_tstamp now = ev_now(loop);
+	bool any = false;
+	(void)revents;
+
+	for (size_t i = 0; i < u->n; i++) {
+		struct upstream_server *sv = &u->servers[i];
+		struct usock *us;
+		while ((us = sv->idle_tail) &&
+		       (now - us->idle_since >= USOCK_IDLE || now - us->born >= USOCK_AGE)) {
+			idle_unlink(sv, us);
+			usock_close(us);
+		}
+		any |= sv->idle != NULL;
+	}
+	if (!any)
+		ev_timer_stop(loop, w);
+}
+
+static void udp_reply(struct attempt *a);
+
+static void usock_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct usock *us = w->data;
+	uint8_t buf[512];
+	(void)loop;
+	(void)revents;
+
+	if (us->owner) {
+		udp_reply(us->owner);
+		return;
+	}
+	/* Idle: a late reply to an earlier question, read and dropped, or an
+	 * ICMP error, and the socket is closed. */
+	for (int i = 0; i < 64; i++) {
+		if (recv(us->fd, buf, sizeof(buf), 0) >= 0)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		if (errno != EINTR)
+			break;
+	}
+	struct upstream_server *sv = server_of(us->u, &us->addr);
+	if (sv)
+		idle_unlink(sv, us);
+	usock_close(us);
+}
+
+static int bind_random_port(int fd, int family);
+
+/**
+ * A socket to addr: the pool's most recently used, else a new one.
+ * @return NULL with *hard set when no socket can be had at all, or with it
+ *         clear when the connect failed (the server is unreachable)
+ */
+static struct usock *usock_get(struct upstreams *u, const struct cfg_addr *addr, bool *hard)
+{
+	struct upstream_server *sv = server_of(u, addr);
+	ev_tstamp now = ev_now(u->srv->loop);
+	struct usock *us;
+	int fd;
+
+	*hard = false;
+	while (sv && (us = sv->idle)) {
+		idle_unlink(sv, us);
+		if (now - us->born < USOCK_AGE)
+			return us;
+		usock_close(us);
+	}
+	fd = socket(addr->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || !(us = calloc(1, sizeof(*us)))) {
+		log_warn("upstream socket: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		*hard = true;
+		return NULL;
+	}
+	bind_random_port(fd, addr->ss.ss_family);
+	if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0) {
+		close(fd);
+		free(us);
+		return NULL;
+	}
+	us->fd = fd;
+	us->u = u;
+	us->addr = *addr;
+	us->born = now;
+	ev_io_init(&us->io, usock_cb, fd, EV_READ);
+	us->io.data = us;
+	ev_io_start(u->srv->loop, &us->io);
+	return us;
+}
+
+/** An attempt is done with its socket: back to the pool, or closed when spent or broken. */
+static void usock_release(struct usock *us, uint16_t id, bool healthy)
+{
+	struct upstreams *u = us->u;
+	struct upstream_server *sv = server_of(u, &us->addr);
+	ev_tstamp now = ev_now(u->srv->loop);
+
+	us->owner = NULL;
+	us->last_id = id;
+	if (!healthy || !sv || u->closing || us->uses >= USOCK_USES || now - us->born >= USOCK_AGE ||
+	    sv->n_idle >= USOCK_IDLE_MAX) {
+		usock_close(us);
+		return;
+	}
+	us->idle_since = now;
+	us->prev = NULL;
+	us->next = sv->idle;
+	if (sv->idle)
+		sv->idle->prev = us;
+	else
+		sv->idle_tail = us;
+	sv->idle = us;
+	sv->n_idle++;
+	if (!ev_is_active(&u->sweep))
+		ev_timer_again(u->srv->loop, &u->sweep);
+}
+
+/* ---- attempts ---- */
+
 static void attempt_close(struct attempt *a)
 {
 	if (a->fd < 0)
 		return;
+	if (a->us) {
+		usock_release(a->us, a->id, !a->broken);
+		a->us = NULL;
+		a->fd = -1;
+		return;
+	}
 	ev_io_stop(a->f->u->srv->loop, &a->io);
 	close(a->fd);
 	a->fd = -1;
@@ -471,8 +679,6 @@ static void inflight_complete(struct inflight *f)
 	inflight_free(f);
 }
 
-/* ---- attempts ---- */
-
 static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_addr);
 
@@ -514,6 +720,61 @@ static int bind_random_port(int fd, int family)
 	return 0; /* connect() binds an ephemeral port, also random on Linux */
 }
 
+/** Open a UDP attempt on a pooled socket and send.  @return false: no socket at all */
+static bool attempt_udp(struct attempt *a, const struct cfg_addr *addr)
+{
+	struct inflight *f = a->f;
+	bool hard;
+	struct usock *us = usock_get(f->u, addr, &hard);
+
+	if (!us) {
+		if (hard)
+			return false;
+		server_error(f->u, addr);
+		return true;
+	}
+	/* Never the ID of the socket's previous question, whose reply may be late. */
+	while (us->uses > 0 && a->id == us->last_id)
+		a->id = (uint16_t)random_uniform(65536);
+	us->owner = a;
+	us->uses++;
+	a->us = us;
+	a->fd = us->fd;
+	a->qlen = (uint16_t)build_query(f, a->id, a->query);
+	if (send(a->fd, a->query, a->qlen, 0) < 0) {
+		a->broken = true;
+		server_error(f->u, addr);
+	}
+	return true;
+}
+
+/** Open a TCP attempt; the query goes once connected.  @return false: no socket at all */
+static bool attempt_tcp(struct attempt *a, const struct cfg_addr *addr)
+{
+	struct inflight *f = a->f;
+	struct server *s = f->u->srv;
+	int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		log_warn("upstream socket: %s", strerror(errno));
+		return false;
+	}
+	if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
+		close(fd);
+		server_error(f->u, addr);
+		return true;
+	}
+	a->fd = fd;
+	size_t n = build_query(f, a->id, a->query + 2);
+	wire_put16(a->query, (uint16_t)n);
+	a->qlen = (uint16_t)(n + 2);
+	ev_io_init(&a->io, attempt_io_cb, fd, EV_WRITE);
+	a->io.data = a;
+	ev_io_start(s->loop, &a->io);
+	s->stats.upstream_tcp++;
+	return true;
+}
+
 /**
  * Start one attempt to addr.  A connect() that fails at once still takes
  * the slot, closed, so it counts as a try of that server.
@@ -523,7 +784,6 @@ static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool 
 {
 	struct server *s = f->u->srv;
 	struct attempt *a = &f->att[f->n_att];
-	int fd;
 
 	memset(a, 0, sizeof(*a));
 	a->f = f;
@@ -531,36 +791,12 @@ static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool 
 	a->tcp = tcp;
 	a->addr = *addr;
 	a->id = (uint16_t)random_uniform(65536);
-	fd = socket(addr->ss.ss_family, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		log_warn("upstream socket: %s", strerror(errno));
-		return false;
-	}
-	if (!tcp)
-		bind_random_port(fd, addr->ss.ss_family);
-	if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
-		close(fd);
-		server_error(f->u, addr);
-		f->n_att++;
-		return true;
-	}
-	a->fd = fd;
 	a->sent = ev_now(s->loop);
+	if (!(tcp ? attempt_tcp(a, addr) : attempt_udp(a, addr)))
+		return false;
 	f->n_att++;
-	if (tcp) {
-		size_t n = build_query(f, a->id, a->query + 2);
-		wire_put16(a->query, (uint16_t)n);
-		a->qlen = (uint16_t)(n + 2);
-		ev_io_init(&a->io, attempt_io_cb, fd, EV_WRITE);
-		s->stats.upstream_tcp++;
-	} else {
-		a->qlen = (uint16_t)build_query(f, a->id, a->query);
-		if (send(fd, a->query, a->qlen, 0) < 0)
-			server_error(f->u, addr);
-		ev_io_init(&a->io, attempt_io_cb, fd, EV_READ);
-	}
-	a->io.data = a;
-	ev_io_start(s->loop, &a->io);
+	if (a->fd < 0)
+		return true;
 	s->stats.upstream_sent++;
 	struct upstream_server *sv = server_of(f->u, addr);
 	if (sv)
@@ -755,9 +991,12 @@ static void udp_reply(struct attempt *a)
 				return;
 			/* ICMP unreachable: the server is not there. */
 			server_penalise(server_of(f->u, &a->addr), ev_now(s->loop));
+			a->broken = true;
 			attempt_failed(a);
 			return;
 		}
+		if (n >= 2 && a->us->uses > 1 && wire_get16(buf) == a->us->last_id)
+			continue; /* the late reply to the socket's previous question */
 		int rc = check_reply(a, buf, (size_t)n);
 		if (rc == 0) {
 			s->stats.upstream_bogus++;
@@ -846,10 +1085,7 @@ static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct attempt *a = w->data;
 	(void)loop;
 
-	if (a->tcp)
-		tcp_io(a, revents);
-	else
-		udp_reply(a);
+	tcp_io(a, revents);
 }
 
 void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct query_client *c)
@@ -919,6 +1155,7 @@ void upstream_free(struct upstreams *u)
 {
 	if (!u)
 		return;
+	u->closing = true;
 	for (size_t i = 0; i <= u->mask; i++) {
 		while (u->table[i]) {
 			struct inflight *f = u->table[i];
@@ -930,6 +1167,9 @@ void upstream_free(struct upstreams *u)
 			inflight_free(f);
 		}
 	}
+	for (size_t i = 0; i < u->n; i++)
+		pool_close(&u->servers[i]);
+	ev_timer_stop(u->srv->loop, &u->sweep);
 	stop_watches(u);
 	free(u->table);
 	free(u->servers);

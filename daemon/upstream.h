@@ -1,9 +1,11 @@
 /**
  * \file upstream.h
  * Sending cache misses to the upstream servers.  Identical questions in
- * flight are sent once.  Every attempt has its own socket (random source
- * port) and random ID, and a reply is accepted only from the server asked
- * (a connected socket), with that ID and that question.  Timeouts retry
+ * flight are sent once.  Every attempt has a socket of its own while it
+ * waits (a random source port, taken from a small pool of such sockets
+ * that each serve a few questions one after another) and a random ID, and
+ * a reply is accepted only from the server asked (a connected socket),
+ * with that ID and that question.  Timeouts retry
  * with backoff, moving to the server with the best smoothed RTT; a
  * truncated reply is retried over TCP.  When nothing usable arrives, a
  * stale answer is served after CLIENT_PATIENCE (RFC 8767), and at the

@@ -318,6 +318,109 @@ def test_reply_with_wrong_id_or_question_ignored(upstream, daemon):
     assert r.rcode() == dns.rcode.SERVFAIL and not r.answer
 
 
+def udp_sockets(pid):
+    """Inodes of the UDP sockets a process holds."""
+    import os
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    udp = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    udp.add(fields[9])
+    return udp
+
+
+def test_source_ports_carry_one_question_at_a_time(upstream, daemon):
+    """A source port is reused for the next question to the same server, up
+    to 64 questions, and never carries two questions at once."""
+    upstream.set_default(records=[])
+    for i in range(150):
+        upstream.set(f"seq{i}.example.com", records=[f"seq{i}.example.com A 192.0.2.1"])
+    d = daemon(basic_config(upstream))
+    listeners = len(udp_sockets(d.proc.pid))
+    for i in range(150):
+        assert d.query(f"seq{i}.example.com").rcode() == dns.rcode.NOERROR
+    ports = {}
+    for q in upstream.queries:
+        ports.setdefault(q.peer[1], []).append(q.msg.id)
+    assert 3 <= len(ports) <= 6, ports.keys()          # 64 questions a port at most
+    assert max(len(ids) for ids in ports.values()) <= 64
+    for ids in ports.values():                          # a new ID for each question
+        assert all(a != b for a, b in zip(ids, ids[1:]))
+    # Twenty questions at once: twenty ports.
+    upstream.clear()
+    for i in range(20):
+        upstream.set(f"par{i}.example.com", records=[f"par{i}.example.com A 192.0.2.2"], delay=0.3)
+    socks = []
+    for i in range(20):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.sendto(dns.message.make_query(f"par{i}.example.com", "A").to_wire(), ("127.0.0.1", d.port))
+        socks.append(s)
+    for s in socks:
+        assert dns.message.from_wire(s.recv(65535)).answer
+        s.close()
+    # Retries (the delay is longer than the measured RTT) take ports of their
+    # own too; a port is taken again only once its question is answered.
+    times = {}
+    for q in upstream.queries:
+        times.setdefault(q.peer[1], []).append(q.time)
+    assert len(times) >= 20
+    for t in times.values():
+        assert all(b - a >= 0.25 for a, b in zip(t, t[1:]))
+    # Idle ports are closed after a few seconds: only the listeners' sockets stay.
+    assert len(udp_sockets(d.proc.pid)) >= listeners + 20
+    deadline = time.monotonic() + 8
+    while len(udp_sockets(d.proc.pid)) > listeners and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(udp_sockets(d.proc.pid)) == listeners
+
+
+def test_late_reply_on_a_reused_port_never_answers_the_next_question(upstream, daemon):
+    """The reply to a port's previous question, arriving while the port
+    carries the next one, is dropped, and so is any other reply whose ID or
+    question is not the one asked now."""
+    upstream.set("first.example.com", records=["first.example.com A 192.0.2.31"])
+    upstream.set("second.example.com", records=["second.example.com A 192.0.2.32"], delay=0.5)
+    d = daemon(basic_config(upstream))
+    assert d.query("first.example.com").answer
+    first = upstream.queries[0]
+    import threading
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", d.query("second.example.com", timeout=6)))
+    t.start()
+    deadline = time.monotonic() + 2
+    while upstream.count("second.example.com") == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = [q for q in upstream.queries if q.name == "second.example.com."][0]
+    assert second.peer == first.peer                    # the same port, reused
+    assert second.msg.id != first.msg.id
+    # From the server's own address and port: the old question's reply again,
+    # then the old answer under the new ID (wrong question).
+    late = dns.message.make_response(first.msg)
+    late.answer.append(dns.rrset.from_text("first.example.com.", 300, "IN", "A", "6.6.6.6"))
+    upstream.udp.sendto(late.to_wire(), second.peer)
+    late.id = second.msg.id
+    upstream.udp.sendto(late.to_wire(), second.peer)
+    t.join()
+    r = result["r"]
+    assert r.rcode() == dns.rcode.NOERROR
+    assert [rr.address for rr in r.answer[0]] == ["192.0.2.32"]
+    assert d.query("first.example.com").answer[0][0].address == "192.0.2.31"
+    # Only the wrong question counts as a spoof; the late reply is expected traffic.
+    from test_faults import stats
+    assert stats(d)["upstream_bogus"] == 1
+
+
 def test_reply_from_wrong_address_ignored(upstream, daemon):
     """A reply with the right ID, sent to the right port, but from another
     address than the server asked, never counts."""
