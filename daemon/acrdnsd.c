@@ -560,7 +560,9 @@ int main(int argc, char **argv)
 	notify_ready(status_line(s, status, sizeof(status)));
 	notify_watchdog_start(s->loop);
 
+	listener_batch_start(s->loop);
 	ev_run(s->loop, 0);
+	listener_batch_stop(s->loop);
 	struct stats total_at_exit;
 
 	notify_stopping();

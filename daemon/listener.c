@@ -280,8 +280,11 @@ void listener_start(struct listener *l)
 		 l->inherited ? " from socket activation" : "");
 }
 
+static void tx_flush_for(const struct listener *l);
+
 void listener_close(struct listener *l)
 {
+	tx_flush_for(l);
 	ev_io_stop(l->srv->loop, &l->udp_io);
 	ev_io_stop(l->srv->loop, &l->tcp_io);
 	if (l->udp_fd >= 0)
@@ -298,7 +301,9 @@ void listener_close(struct listener *l)
  * UDP moves in batches: one recvmmsg() takes up to UDP_BATCH queries, the
  * replies that can be given at once are gathered, and one sendmmsg() sends
  * them.  A wake-up with one query costs one receive and one send, with no
- * extra receive to find the socket empty.
+ * extra receive to find the socket empty.  On the main loop, the answers
+ * that upstream replies complete, one callback each, are gathered too and
+ * sent just before the loop waits again (listener_batch_start).
  */
 #define UDP_QBUF 4096   /* queries are small; a longer one is read cut and fails to parse */
 
@@ -317,7 +322,9 @@ static _Thread_local struct {
 } rx;
 
 static _Thread_local struct {
-	struct listener *l;   /**< the listener whose batch is open, or NULL */
+	struct listener *l;   /**< the listener of the replies gathered, or NULL */
+	bool open;            /**< gathering: in a receive batch, or deferring on the main loop */
+	bool defer;           /**< this thread's loop flushes before it waits */
 	unsigned n;
 	struct mmsghdr msgs[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
@@ -356,8 +363,11 @@ static void reply_msghdr(const struct reply_to *rt, struct msghdr *mh, struct so
 	}
 }
 
-static void tx_flush(struct listener *l)
+static ev_prepare tx_prepare;   /* the main loop's */
+
+static void tx_flush(void)
 {
+	struct listener *l = tx.l;
 	unsigned sent = 0;
 
 	while (sent < tx.n) {
@@ -370,6 +380,36 @@ static void tx_flush(struct listener *l)
 		sent += (unsigned)n;
 	}
 	tx.n = 0;
+	tx.l = NULL;
+}
+
+/** Send what is gathered for l, before l goes. */
+static void tx_flush_for(const struct listener *l)
+{
+	if (tx.l == l)
+		tx_flush();
+}
+
+static void tx_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	tx_flush();
+}
+
+void listener_batch_start(struct ev_loop *loop)
+{
+	ev_prepare_init(&tx_prepare, tx_prepare_cb);
+	ev_prepare_start(loop, &tx_prepare);
+	tx.defer = tx.open = true;
+}
+
+void listener_batch_stop(struct ev_loop *loop)
+{
+	tx_flush();
+	ev_prepare_stop(loop, &tx_prepare);
+	tx.defer = tx.open = false;
 }
 
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -398,7 +438,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 		int n = recvmmsg(l->udp_fd, rx.msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return; /* EAGAIN, or an ICMP error reported on the socket */
-		tx.l = l;
+		tx.open = true;
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &rx.msgs[i].msg_hdr;
 			struct reply_to rt = { .udp = l };
@@ -424,8 +464,8 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 			l->srv->stats.queries_udp++;
 			query_handle(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt);
 		}
-		tx.l = NULL;
-		tx_flush(l);
+		tx_flush();
+		tx.open = tx.defer;
 		if (n < UDP_BATCH)
 			return;
 	}
@@ -433,7 +473,12 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
 {
-	if (tx.l == rt->udp && tx.n < UDP_BATCH && len <= sizeof(tx.buf[0])) {
+	if (rt->udp->udp_fd < 0)
+		return; /* its listener was closed by a reload meanwhile */
+	if (tx.open && len <= sizeof(tx.buf[0])) {
+		if (tx.l != rt->udp || tx.n == UDP_BATCH)
+			tx_flush();
+		tx.l = rt->udp;
 		unsigned i = tx.n++;
 		memcpy(tx.buf[i], msg, len);
 		tx.iov[i].iov_base = tx.buf[i];
@@ -443,9 +488,7 @@ static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
 		tx.msgs[i].msg_hdr.msg_iovlen = 1;
 		return;
 	}
-	/* An answer that upstream completed, outside any batch. */
-	if (rt->udp->udp_fd < 0)
-		return; /* its listener was closed by a reload meanwhile */
+	/* An answer that upstream completed, on a loop that does not defer. */
 	struct sockaddr_storage peer;
 	union pktinfo_ctl ctl;
 	struct iovec iov = { (void *)msg, len };

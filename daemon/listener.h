@@ -96,6 +96,14 @@ void listener_hold(struct reply_to *rt);
 /** The waiting query was answered or abandoned. */
 void listener_release(struct reply_to *rt);
 
+/**
+ * Gather the UDP answers given outside a receive batch (those completed by
+ * upstream replies) and send them with one sendmmsg() per listener before
+ * the loop waits again.  The main loop only; stop before it is destroyed.
+ */
+void listener_batch_start(struct ev_loop *loop);
+void listener_batch_stop(struct ev_loop *loop);
+
 /** Close every TCP connection (shutdown). */
 void listener_close_all_tcp(struct server *srv);
 
