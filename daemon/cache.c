@@ -1,9 +1,13 @@
 /**
  * \file cache.c
- * Chained hash table plus an LRU list.  Each entry is one allocation:
- * header, name, message, TTL offsets.  Memory is accounted as the
- * allocator reports it (malloc_usable_size plus its chunk header) and the
- * bucket array counts too, so that `size` bounds what the cache really
+ * An open-addressing hash table (linear probing, the keyed hash kept in
+ * each slot) plus an LRU list.  A lookup reads the slots, which sit side
+ * by side, and touches an entry only when its whole hash matches: on a
+ * big cache, a miss costs one cache-line fetch instead of a walk down a
+ * chain of entries scattered over the heap.  Each entry is one
+ * allocation: header, TTL offsets, name, message.  Memory is accounted as
+ * the allocator reports it (malloc_usable_size plus its chunk header) and
+ * the slot array counts too, so that `size` bounds what the cache really
  * holds, not just the bytes of its answers.
  */
 #include "autoconf.h"
@@ -17,7 +21,6 @@
 #include "hash.h"
 
 struct cache_entry {
-	struct cache_entry *hnext;
 	struct cache_entry *prev, *next;   /**< LRU: head is most recent */
 	uint64_t hash;
 	uint64_t stored_ms;
@@ -33,9 +36,15 @@ struct cache_entry {
 	uint16_t ttl_off[];                /**< nttl offsets, then the name, then the message */
 };
 
+/** A slot of the table; empty when e is NULL. */
+struct slot {
+	uint64_t hash;
+	struct cache_entry *e;
+};
+
 struct cache {
-	struct cache_entry **buckets;
-	size_t mask;
+	struct slot *slots;
+	size_t mask;                       /**< slots - 1, a power of two less one */
 	size_t count;
 	size_t bytes;
 	size_t max_bytes;
@@ -86,14 +95,14 @@ struct cache *cache_new(size_t max_bytes)
 
 	if (!c)
 		return NULL;
-	c->buckets = calloc(n, sizeof(*c->buckets));
-	if (!c->buckets) {
+	c->slots = calloc(n, sizeof(*c->slots));
+	if (!c->slots) {
 		free(c);
 		return NULL;
 	}
 	c->mask = n - 1;
 	c->max_bytes = max_bytes;
-	c->bytes = n * sizeof(*c->buckets);
+	c->bytes = n * sizeof(*c->slots);
 	c->head.prev = c->head.next = &c->head;
 	pthread_mutex_init(&c->mu, NULL);
 	return c;
@@ -113,13 +122,30 @@ static void lru_front(struct cache *c, struct cache_entry *e)
 	c->head.next = e;
 }
 
+/** Empty slot i, moving later slots of its run back so that every probe still finds them. */
+static void slot_delete(struct cache *c, size_t i)
+{
+	for (size_t j = i;;) {
+		j = (j + 1) & c->mask;
+		if (!c->slots[j].e)
+			break;
+		size_t home = c->slots[j].hash & c->mask;
+		/* Slot j stays when its home lies cyclically in (i, j]. */
+		if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+			continue;
+		c->slots[i] = c->slots[j];
+		i = j;
+	}
+	c->slots[i].e = NULL;
+}
+
 static void entry_remove(struct cache *c, struct cache_entry *e)
 {
-	struct cache_entry **pp = &c->buckets[e->hash & c->mask];
+	size_t i = e->hash & c->mask;
 
-	while (*pp != e)
-		pp = &(*pp)->hnext;
-	*pp = e->hnext;
+	while (c->slots[i].e != e)
+		i = (i + 1) & c->mask;
+	slot_delete(c, i);
 	lru_unlink(e);
 	c->count--;
 	c->bytes -= entry_size(e);
@@ -135,7 +161,7 @@ void cache_free(struct cache *c)
 		lru_unlink(e);
 		free(e);
 	}
-	free(c->buckets);
+	free(c->slots);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -167,33 +193,44 @@ uint64_t cache_key_hash(const struct cache_key *k)
 
 static struct cache_entry *find(struct cache *c, const struct cache_key *k, uint64_t h)
 {
-	for (struct cache_entry *e = c->buckets[h & c->mask]; e; e = e->hnext)
-		if (e->hash == h && e->qtype == k->qtype && e->qclass == k->qclass &&
+	for (size_t i = h & c->mask;; i = (i + 1) & c->mask) {
+		const struct slot *s = &c->slots[i];
+		if (!s->e)
+			return NULL;
+		struct cache_entry *e = s->e;
+		if (s->hash == h && e->qtype == k->qtype && e->qclass == k->qclass &&
 		    e->flags == k->flags && e->name_len == k->name_len &&
 		    memcmp(entry_name(e), k->name, k->name_len) == 0)
 			return e;
-	return NULL;
+	}
 }
 
-static void grow(struct cache *c)
+static void slot_put(struct slot *slots, size_t mask, uint64_t h, struct cache_entry *e)
+{
+	size_t i = h & mask;
+
+	while (slots[i].e)
+		i = (i + 1) & mask;
+	slots[i].hash = h;
+	slots[i].e = e;
+}
+
+/** Double the slots.  @return false when out of memory */
+static bool grow(struct cache *c)
 {
 	size_t n = (c->mask + 1) * 2;
-	struct cache_entry **b = calloc(n, sizeof(*b));
+	struct slot *t = calloc(n, sizeof(*t));
 
-	if (!b)
-		return; /* longer chains, still correct */
-	for (size_t i = 0; i <= c->mask; i++) {
-		struct cache_entry *e = c->buckets[i], *next;
-		for (; e; e = next) {
-			next = e->hnext;
-			e->hnext = b[e->hash & (n - 1)];
-			b[e->hash & (n - 1)] = e;
-		}
-	}
-	free(c->buckets);
-	c->buckets = b;
-	c->bytes += (n - (c->mask + 1)) * sizeof(*b);
+	if (!t)
+		return false;
+	for (size_t i = 0; i <= c->mask; i++)
+		if (c->slots[i].e)
+			slot_put(t, n - 1, c->slots[i].hash, c->slots[i].e);
+	free(c->slots);
+	c->slots = t;
+	c->bytes += (n - (c->mask + 1)) * sizeof(*t);
 	c->mask = n - 1;
+	return true;
 }
 
 static uint32_t clamp(uint32_t v, uint32_t lo, uint32_t hi)
@@ -326,6 +363,10 @@ static void insert(struct cache *c, const struct cache_key *key, const struct ca
 	size = sizeof(*e) + a->nttl * sizeof(uint16_t) + key->name_len + a->len;
 	if (size + CHUNK_HEADER > c->max_bytes / 4)
 		return;
+	/* At most three slots in four in use, so that probes stay short;
+	 * the slots are charged, and eviction makes room for them. */
+	if ((c->count + 1) * 4 > (c->mask + 1) * 3 && !grow(c) && (c->count + 1) * 8 > (c->mask + 1) * 7)
+		return;
 	if (!(e = malloc(size)))
 		return; /* the answer is still sent, just not kept */
 	e->charged = (uint32_t)(malloc_usable_size(e) + CHUNK_HEADER);
@@ -344,14 +385,10 @@ static void insert(struct cache *c, const struct cache_key *key, const struct ca
 	memcpy(e->ttl_off, a->ttl_off, a->nttl * sizeof(uint16_t));
 	memcpy(entry_name(e), key->name, key->name_len);
 	memcpy(entry_msg(e), a->msg, a->len);
-	e->hnext = c->buckets[h & c->mask];
-	c->buckets[h & c->mask] = e;
+	slot_put(c->slots, c->mask, h, e);
 	lru_front(c, e);
 	c->count++;
 	c->bytes += entry_size(e);
-	/* A bigger bucket array only while it stays a small part of the bound. */
-	if (c->count > c->mask + 1 && (c->mask + 1) * 2 * sizeof(*c->buckets) <= c->max_bytes / 16)
-		grow(c);
 	evict(c);
 }
 

@@ -235,9 +235,49 @@ START_TEST(eviction_by_bytes_is_lru)
 	ck_assert_int_eq(cache_lookup(c, &keys[299], 0, &m, &age, &gen, &cname), CACHE_MISS);
 	cache_flush(c, NULL, 0);
 	ck_assert_uint_eq(cache_entries(c), 0);
-	/* Only the bucket array is left, and it counts. */
+	/* Only the slot array is left, and it counts. */
 	ck_assert_uint_gt(cache_bytes(c), 0);
-	ck_assert_uint_le(cache_bytes(c), 16 * 1024 / 16);
+	ck_assert_uint_le(cache_bytes(c), 16 * 1024 / 4);
+	cache_free(c);
+}
+END_TEST
+
+/* Open addressing: removals in the middle of probe runs (flush, expiry,
+ * replacement) must leave every other entry findable. */
+START_TEST(removal_keeps_every_other_entry)
+{
+	static struct cache_answer a;
+	static uint8_t wire[3000][64];
+	static struct cache_key keys[3000];
+	uint8_t buf[1024];
+	struct cache *c = cache_new(64 * 1024 * 1024);
+	struct cache_msg m;
+	uint32_t age, gen;
+	bool cname;
+	char name[64];
+	const int n = 3000;
+
+	ck_assert_int_eq(cache_prepare(buf, make_reply(buf, 0, 4, 100, false, 0, 0), &limits, &a), 0);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "h%d.example.com", i);
+		int len = wire_name_from_str(name, wire[i]);
+		keys[i] = (struct cache_key){ wire[i], (uint16_t)len, 1, 1, 0 };
+		cache_insert(c, &keys[i], &a, 0, 0, 1);
+	}
+	ck_assert_uint_eq(cache_entries(c), n);
+	for (int i = 0; i < n; i += 3)    /* flushed */
+		ck_assert_uint_eq(cache_flush(c, keys[i].name, keys[i].name_len), 1);
+	for (int i = 1; i < n; i += 3)    /* replaced */
+		cache_insert(c, &keys[i], &a, 0, 0, 2);
+	/* expired: looked up long past their stale time, and removed */
+	ck_assert_int_eq(cache_lookup(c, &keys[2], 1000 * 1000 * 1000, &m, &age, &gen, &cname), CACHE_MISS);
+	for (int i = 0; i < n; i++) {
+		enum cache_status want = i % 3 == 0 || i == 2 ? CACHE_MISS : CACHE_FRESH;
+		ck_assert_int_eq(cache_lookup(c, &keys[i], 0, &m, &age, &gen, &cname), want);
+		if (want == CACHE_FRESH)
+			ck_assert_uint_eq(gen, i % 3 == 1 ? 2 : 1);
+	}
+	ck_assert_uint_eq(cache_entries(c), n - n / 3 - 1);
 	cache_free(c);
 }
 END_TEST
@@ -252,6 +292,7 @@ Suite *cache_suite(void)
 	tcase_add_test(tc, negative_answers_follow_rfc2308);
 	tcase_add_test(tc, key_includes_do_and_cd);
 	tcase_add_test(tc, eviction_by_bytes_is_lru);
+	tcase_add_test(tc, removal_keeps_every_other_entry);
 	suite_add_tcase(s, tc);
 	return s;
 }
