@@ -324,6 +324,7 @@ static _Thread_local struct {
 static _Thread_local struct {
 	struct listener *l;   /**< the listener of the replies gathered, or NULL */
 	bool open;            /**< gathering: in a receive batch, or deferring on the main loop */
+	bool in_rx;           /**< in a receive batch, which sends what it gathered at its end */
 	bool defer;           /**< this thread's loop flushes before it waits */
 	unsigned n;
 	struct mmsghdr msgs[UDP_BATCH];
@@ -363,7 +364,8 @@ static void reply_msghdr(const struct reply_to *rt, struct msghdr *mh, struct so
 	}
 }
 
-static ev_prepare tx_prepare;   /* the main loop's */
+static ev_prepare tx_prepare;   /* the main loop's; started only while answers wait */
+static struct ev_loop *tx_loop;
 
 static void tx_flush(void)
 {
@@ -392,16 +394,15 @@ static void tx_flush_for(const struct listener *l)
 
 static void tx_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-	(void)loop;
-	(void)w;
 	(void)revents;
 	tx_flush();
+	ev_prepare_stop(loop, w);
 }
 
 void listener_batch_start(struct ev_loop *loop)
 {
 	ev_prepare_init(&tx_prepare, tx_prepare_cb);
-	ev_prepare_start(loop, &tx_prepare);
+	tx_loop = loop;
 	tx.defer = tx.open = true;
 }
 
@@ -409,6 +410,7 @@ void listener_batch_stop(struct ev_loop *loop)
 {
 	tx_flush();
 	ev_prepare_stop(loop, &tx_prepare);
+	tx_loop = NULL;
 	tx.defer = tx.open = false;
 }
 
@@ -438,7 +440,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 		int n = recvmmsg(l->udp_fd, rx.msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return; /* EAGAIN, or an ICMP error reported on the socket */
-		tx.open = true;
+		tx.open = tx.in_rx = true;
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &rx.msgs[i].msg_hdr;
 			struct reply_to rt = { .udp = l };
@@ -465,6 +467,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 			query_handle(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt);
 		}
 		tx_flush();
+		tx.in_rx = false;
 		tx.open = tx.defer;
 		if (n < UDP_BATCH)
 			return;
@@ -486,6 +489,8 @@ static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
 		reply_msghdr(rt, &tx.msgs[i].msg_hdr, &tx.peer[i], &tx.ctl[i]);
 		tx.msgs[i].msg_hdr.msg_iov = &tx.iov[i];
 		tx.msgs[i].msg_hdr.msg_iovlen = 1;
+		if (!tx.in_rx && !ev_is_active(&tx_prepare))
+			ev_prepare_start(tx_loop, &tx_prepare);
 		return;
 	}
 	/* An answer that upstream completed, on a loop that does not defer. */
