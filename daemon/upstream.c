@@ -77,8 +77,8 @@ struct attempt {
 	struct cfg_addr addr;
 	uint16_t id;
 	ev_tstamp sent;
-	uint8_t query[WIRE_HDR + WIRE_NAME_MAX + 4 + 11 + 2];
-	uint16_t qlen;         /**< with the TCP length prefix when tcp */
+	uint8_t *tquery;       /**< TCP: the query with its length prefix (UDP sends at once) */
+	uint16_t qlen;
 	uint16_t qsent;
 	uint8_t *tbuf;         /**< TCP reply being read */
 	size_t tlen;
@@ -596,6 +596,8 @@ static void attempt_close(struct attempt *a)
 	a->fd = -1;
 	free(a->tbuf);
 	a->tbuf = NULL;
+	free(a->tquery);
+	a->tquery = NULL;
 }
 
 static void inflight_free(struct inflight *f)
@@ -682,6 +684,9 @@ static void inflight_complete(struct inflight *f)
 static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_addr);
 
+/** The longest query we send: header, question, OPT. */
+#define QUERY_MAX (WIRE_HDR + WIRE_NAME_MAX + 4 + 11)
+
 static size_t build_query(const struct inflight *f, uint16_t id, uint8_t *out)
 {
 	uint16_t flags = WIRE_RD | ((f->flags & CACHE_KEY_CD) ? WIRE_CD : 0);
@@ -740,8 +745,9 @@ static bool attempt_udp(struct attempt *a, const struct cfg_addr *addr)
 	us->uses++;
 	a->us = us;
 	a->fd = us->fd;
-	a->qlen = (uint16_t)build_query(f, a->id, a->query);
-	if (send(a->fd, a->query, a->qlen, 0) < 0) {
+	uint8_t query[QUERY_MAX];
+	size_t qlen = build_query(f, a->id, query);
+	if (send(a->fd, query, qlen, 0) < 0) {
 		a->broken = true;
 		server_error(f->u, addr);
 	}
@@ -755,18 +761,22 @@ static bool attempt_tcp(struct attempt *a, const struct cfg_addr *addr)
 	struct server *s = f->u->srv;
 	int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
-	if (fd < 0) {
-		log_warn("upstream socket: %s", strerror(errno));
+	if (fd < 0 || !(a->tquery = malloc(QUERY_MAX + 2))) {
+		log_warn("upstream socket: %s", strerror(fd < 0 ? errno : ENOMEM));
+		if (fd >= 0)
+			close(fd);
 		return false;
 	}
 	if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 && errno != EINPROGRESS) {
 		close(fd);
+		free(a->tquery);
+		a->tquery = NULL;
 		server_error(f->u, addr);
 		return true;
 	}
 	a->fd = fd;
-	size_t n = build_query(f, a->id, a->query + 2);
-	wire_put16(a->query, (uint16_t)n);
+	size_t n = build_query(f, a->id, a->tquery + 2);
+	wire_put16(a->tquery, (uint16_t)n);
 	a->qlen = (uint16_t)(n + 2);
 	ev_io_init(&a->io, attempt_io_cb, fd, EV_WRITE);
 	a->io.data = a;
@@ -1035,7 +1045,7 @@ static void tcp_io(struct attempt *a, int revents)
 			}
 			a->tcp_connected = true;
 		}
-		ssize_t n = send(a->fd, a->query + a->qsent, a->qlen - a->qsent, MSG_NOSIGNAL);
+		ssize_t n = send(a->fd, a->tquery + a->qsent, a->qlen - a->qsent, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
 				attempt_failed(a);
