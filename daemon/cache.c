@@ -367,6 +367,12 @@ static void insert(struct cache *c, const struct cache_key *key, const struct ca
 	 * the slots are charged, and eviction makes room for them. */
 	if ((c->count + 1) * 4 > (c->mask + 1) * 3 && !grow(c) && (c->count + 1) * 8 > (c->mask + 1) * 7)
 		return;
+	/* Room first, then the allocation: malloc can then reuse the chunks
+	 * just freed, where allocating first grows the heap and leaves the
+	 * evicted entries behind as holes. */
+	size_t want = (size + CHUNK_HEADER + 15) & ~(size_t)15;
+	while (c->bytes + want > c->max_bytes && c->head.prev != &c->head)
+		entry_remove(c, c->head.prev);
 	if (!(e = malloc(size)))
 		return; /* the answer is still sent, just not kept */
 	e->charged = (uint32_t)(malloc_usable_size(e) + CHUNK_HEADER);
