@@ -1,8 +1,10 @@
 """The forwarder as a client sees it: caching, TTLs, TCP, EDNS, malformed
 queries, upstream checks, failover, stale answers, reload."""
+import os
 import signal
 import socket
 import struct
+import threading
 import time
 
 import dns.edns
@@ -318,9 +320,20 @@ def test_reply_with_wrong_id_or_question_ignored(upstream, daemon):
     assert r.rcode() == dns.rcode.SERVFAIL and not r.answer
 
 
+def ask_in_background(d, upstream, name):
+    """Send a query from a thread and return (thread, result) once the
+    upstream has seen the question; result["r"] holds the reply after join()."""
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", d.query(name, timeout=6)))
+    t.start()
+    deadline = time.monotonic() + 2
+    while upstream.count(name) == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return t, result
+
+
 def udp_sockets(pid):
     """Inodes of the UDP sockets a process holds."""
-    import os
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -394,13 +407,7 @@ def test_late_reply_on_a_reused_port_never_answers_the_next_question(upstream, d
     d = daemon(basic_config(upstream))
     assert d.query("first.example.com").answer
     first = upstream.queries[0]
-    import threading
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("r", d.query("second.example.com", timeout=6)))
-    t.start()
-    deadline = time.monotonic() + 2
-    while upstream.count("second.example.com") == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    t, result = ask_in_background(d, upstream, "second.example.com")
     second = [q for q in upstream.queries if q.name == "second.example.com."][0]
     assert second.peer == first.peer                    # the same port, reused
     assert second.msg.id != first.msg.id
@@ -424,15 +431,9 @@ def test_late_reply_on_a_reused_port_never_answers_the_next_question(upstream, d
 def test_reply_from_wrong_address_ignored(upstream, daemon):
     """A reply with the right ID, sent to the right port, but from another
     address than the server asked, never counts."""
-    import threading
     upstream.set("inject.example.com", drop=True)
     d = daemon(basic_config(upstream))
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("r", d.query("inject.example.com", timeout=6)))
-    t.start()
-    deadline = time.monotonic() + 2
-    while upstream.count("inject.example.com") == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    t, result = ask_in_background(d, upstream, "inject.example.com")
     first = upstream.queries[0]
     forged = dns.message.make_response(first.msg)
     forged.answer.append(dns.rrset.from_text("inject.example.com.", 300, "IN", "A", "6.6.6.6"))
@@ -553,7 +554,6 @@ def test_reload_good_and_bad(upstream, upstream2, daemon, tmp_path):
 def test_reload_drops_a_listener_with_queries_in_flight(upstream, daemon):
     """A reload that removes the address a waiting client asked on: the late
     answer has nowhere to go and is dropped; the daemon carries on."""
-    import threading
     upstream.set("slow.example.com", records=["slow.example.com A 192.0.2.30"], delay=1.0)
     upstream.set("fast.example.com", records=["fast.example.com A 192.0.2.31"])
     d = daemon(basic_config(upstream))
