@@ -92,8 +92,10 @@ static char *status(struct server *s, bool json)
 	double up = ev_now(s->loop) - s->started;
 	const struct config *cfg = s->cfg;
 
+	size_t idle, sockets = upstream_sockets(s->up, &idle);
+
 	if (json)
-		return json_answer(json_pack("{s:s,s:s,s:i,s:i,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+		return json_answer(json_pack("{s:s,s:s,s:i,s:i,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
 			"version", PACKAGE_VERSION, "config", cfg->path, "uptime", (json_int_t)up,
 			"workers", (json_int_t)workers_count(s->workers) + 1,
 			"mode", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
@@ -103,16 +105,20 @@ static char *status(struct server *s, bool json)
 			"cache_entries", (json_int_t)cache_entries(s->cache),
 			"cache_bytes", (json_int_t)cache_bytes(s->cache),
 			"inflight", (json_int_t)upstream_inflight(s->up),
+			"upstream_sockets", (json_int_t)sockets,
+			"upstream_sockets_idle", (json_int_t)idle,
 			"tcp_connections", (json_int_t)s->tcp_conns));
 	struct text t = { 0 };
 	text_put(&t, "acrdnsd %s, up %.0f s\nevent loops: %zu\nconfig: %s\nmode: %s\nrules: %zu\n"
 	    "registries: %zu\n"
 	    "upstream servers: %zu\ncache: %zu entries, %zu bytes of %" PRIu64 "\n"
-	    "questions in flight: %zu\ntcp connections: %u\n", PACKAGE_VERSION, up,
+	    "questions in flight: %zu\nupstream sockets: %zu open, %zu idle\ntcp connections: %u\n",
+	    PACKAGE_VERSION, up,
 	    workers_count(s->workers) + 1, cfg->path,
 	    cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter", rules_count(s->policy->rules),
 	    s->policy->n_registries, upstream_count(s->up), cache_entries(s->cache),
-	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), s->tcp_conns);
+	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), sockets, idle,
+	    s->tcp_conns);
 	return t.buf;
 }
 

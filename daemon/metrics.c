@@ -143,6 +143,10 @@ char *metrics_render(struct server *s)
 	text_put(&o, "acrdns_cache_size_bytes %" PRIu64 "\n", s->cfg->cache_size);
 	head(&o, "inflight", "gauge", "Questions waiting for an upstream answer.");
 	text_put(&o, "acrdns_inflight %zu\n", upstream_inflight(s->up));
+	size_t idle, sockets = upstream_sockets(s->up, &idle);
+	head(&o, "upstream_sockets", "gauge", "UDP sockets open to the upstream servers, by state.");
+	text_put(&o, "acrdns_upstream_sockets{state=\"busy\"} %zu\n", sockets - idle);
+	text_put(&o, "acrdns_upstream_sockets{state=\"idle\"} %zu\n", idle);
 	head(&o, "tcp_connections", "gauge", "Open client TCP connections.");
 	text_put(&o, "acrdns_tcp_connections %u\n", s->tcp_conns);
 	head(&o, "rules", "gauge", "Rules in the running policy.");

@@ -113,6 +113,7 @@ struct upstreams {
 	size_t count;
 	ev_timer sweep;                  /**< closes idle sockets; runs while there are some */
 	bool closing;                    /**< upstream_free: sockets are closed, not pooled */
+	size_t n_sockets;                /**< pooled UDP sockets open, busy or idle */
 };
 
 static void pool_close(struct upstream_server *sv);
@@ -314,6 +315,14 @@ size_t upstream_inflight(const struct upstreams *u)
 	return u->count;
 }
 
+size_t upstream_sockets(const struct upstreams *u, size_t *idle)
+{
+	*idle = 0;
+	for (size_t i = 0; i < u->n; i++)
+		*idle += u->servers[i].n_idle;
+	return u->n_sockets;
+}
+
 static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 struct upstreams *upstream_new(struct server *srv)
@@ -428,6 +437,7 @@ static void table_remove(struct upstreams *u, struct inflight *f)
 
 static void usock_close(struct usock *us)
 {
+	us->u->n_sockets--;
 	ev_io_stop(us->u->srv->loop, &us->io);
 	close(us->fd);
 	free(us);
@@ -546,6 +556,7 @@ static struct usock *usock_get(struct upstreams *u, const struct cfg_addr *addr,
 	us->u = u;
 	us->addr = *addr;
 	us->born = now;
+	u->n_sockets++;
 	ev_io_init(&us->io, usock_cb, fd, EV_READ);
 	us->io.data = us;
 	ev_io_start(u->srv->loop, &us->io);

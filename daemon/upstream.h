@@ -76,6 +76,9 @@ void upstream_each(const struct upstreams *u, upstream_each_cb cb, void *arg);
 /** @return number of questions in flight. */
 size_t upstream_inflight(const struct upstreams *u);
 
+/** @return UDP sockets open to the servers, of which *idle wait in the pools. */
+size_t upstream_sockets(const struct upstreams *u, size_t *idle);
+
 /**
  * Resolve key for a waiting client: join the identical question in
  * flight or send a new one.  The client is answered through query.c.

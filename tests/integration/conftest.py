@@ -17,6 +17,7 @@ from dnsfake import FakeUpstream
 
 ACRDNSD = os.environ.get("ACRDNSD") or os.path.join(
     os.path.dirname(__file__), "..", "..", "daemon", "acrdnsd")
+ACRDNSCTL = os.path.join(os.path.dirname(ACRDNSD), "acrdnsctl")
 SRCDIR = os.environ.get("ACRDNS_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
 
 

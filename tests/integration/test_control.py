@@ -8,9 +8,8 @@ import subprocess
 import dns.rcode
 import pytest
 
-from conftest import ACRDNSD
+from conftest import ACRDNSCTL
 
-ACRDNSCTL = os.path.join(os.path.dirname(ACRDNSD), "acrdnsctl")
 LOGIN = "contoso.azurecr.io"
 EAST = "contoso.eastus.data.azurecr.io"
 
@@ -46,8 +45,11 @@ def test_status_and_stats(ctl_daemon):
     ctl_daemon.query(LOGIN)
     out = ctl(ctl_daemon, "status")
     assert out.returncode == 0 and "mode: allowlist" in out.stdout and "registries: 1" in out.stdout
+    assert "upstream sockets: " in out.stdout
     st = json.loads(ctl(ctl_daemon, "--json", "status").stdout)
     assert st["registries"] == 1 and st["cache_entries"] >= 1
+    # The login server's question went upstream and its port waits in the pool.
+    assert st["upstream_sockets"] >= 1 and st["upstream_sockets_idle"] <= st["upstream_sockets"]
     stats = json.loads(ctl(ctl_daemon, "stats", "--json").stdout)
     assert stats["queries_udp"] >= 1 and stats["allowed"] >= 1
     assert "cache_misses 1" in ctl(ctl_daemon, "stats").stdout

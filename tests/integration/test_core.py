@@ -1,9 +1,11 @@
 """The forwarder as a client sees it: caching, TTLs, TCP, EDNS, malformed
 queries, upstream checks, failover, stale answers, reload."""
+import json
 import os
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -18,7 +20,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from conftest import basic_config, free_port
+from conftest import ACRDNSCTL, basic_config, free_port
 
 
 def answer_ttl(resp):
@@ -392,6 +394,9 @@ def test_source_ports_carry_one_question_at_a_time(upstream, daemon):
         assert all(b - a >= 0.25 for a, b in zip(t, t[1:]))
     # Idle ports are closed after a few seconds: only the listeners' sockets stay.
     assert len(udp_sockets(d.proc.pid)) >= listeners + 20
+    st = json.loads(subprocess.run([ACRDNSCTL, "-s", str(d.tmp / "control.sock"), "--json", "status"],
+                                   capture_output=True, text=True, timeout=10).stdout)
+    assert st["upstream_sockets"] == st["upstream_sockets_idle"] == len(udp_sockets(d.proc.pid)) - listeners
     deadline = time.monotonic() + 8
     while len(udp_sockets(d.proc.pid)) > listeners and time.monotonic() < deadline:
         time.sleep(0.2)

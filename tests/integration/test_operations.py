@@ -19,9 +19,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from conftest import ACRDNSD, SRCDIR, Daemon, free_port
+from conftest import ACRDNSCTL, ACRDNSD, SRCDIR, Daemon, free_port
 
-ACRDNSCTL = os.path.join(os.path.dirname(ACRDNSD), "acrdnsctl")
 BUILDDIR = os.path.dirname(os.path.dirname(os.path.abspath(ACRDNSD)))
 LOGIN = "contoso.azurecr.io"
 EAST = "contoso.eastus.data.azurecr.io"
@@ -320,6 +319,8 @@ def check_samples(s, upstream):
     assert value(s, "acrdns_discovery_runs_total", registry=LOGIN, result="success") >= 1
     assert value(s, "acrdns_discovery_runs_total", registry=LOGIN, result="failure") == 0
     assert value(s, "acrdns_rules") > 10
+    assert value(s, "acrdns_upstream_sockets", state="busy") >= 0
+    assert value(s, "acrdns_upstream_sockets", state="idle") >= 0
 
 
 def test_metrics_over_the_control_socket(metrics_daemon, upstream, tmp_path):
