@@ -207,6 +207,21 @@ def activate(tmp_path, conf_text, args, env_extra=None):
     return p, path
 
 
+def activated_config(upstream, tmp_path, listen=""):
+    """The socket activation tests' configuration, with `listen` lines if given."""
+    return f'''{listen}
+upstreams = [ "{upstream.addr}" ];
+registries = ( {{ login_server = "{LOGIN}"; }} );
+control_socket = "{tmp_path}/control.sock";
+user = "root";
+'''
+
+
+needs_socket_activate = pytest.mark.skipif(
+    not shutil.which("systemd-socket-activate"),
+    reason="systemd-socket-activate (package systemd) is not installed")
+
+
 def stop(p):
     p.send_signal(signal.SIGTERM)
     try:
@@ -216,17 +231,12 @@ def stop(p):
         p.wait()
 
 
-@pytest.mark.skipif(not shutil.which("systemd-socket-activate"),
-                    reason="systemd-socket-activate (package systemd) is not installed")
+@needs_socket_activate
 def test_socket_activation_udp_without_listen(upstream, tmp_path):
     upstream.set(LOGIN, records=[f"{LOGIN} A 20.62.0.1"])
     port = free_port()
-    p, log = activate(tmp_path, f'''
-upstreams = [ "{upstream.addr}" ];
-registries = ( {{ login_server = "{LOGIN}"; }} );
-control_socket = "{tmp_path}/control.sock";
-user = "root";
-''', ["--datagram", "-l", f"127.0.0.1:{port}"])
+    p, log = activate(tmp_path, activated_config(upstream, tmp_path),
+                      ["--datagram", "-l", f"127.0.0.1:{port}"])
     try:
         # The first datagram starts acrdnsd, which answers it from the passed socket.
         r = dns.query.udp(dns.message.make_query(LOGIN, "A"), "127.0.0.1", port=port, timeout=10)
@@ -240,18 +250,12 @@ user = "root";
         stop(p)
 
 
-@pytest.mark.skipif(not shutil.which("systemd-socket-activate"),
-                    reason="systemd-socket-activate (package systemd) is not installed")
+@needs_socket_activate
 def test_socket_activation_tcp_with_listen(upstream, tmp_path):
     upstream.set(LOGIN, records=[f"{LOGIN} A 20.62.0.1"])
     port = free_port()
-    p, log = activate(tmp_path, f'''
-listen = [ "127.0.0.1:{port}" ];
-upstreams = [ "{upstream.addr}" ];
-registries = ( {{ login_server = "{LOGIN}"; }} );
-control_socket = "{tmp_path}/control.sock";
-user = "root";
-''', ["-l", f"127.0.0.1:{port}"])
+    p, log = activate(tmp_path, activated_config(upstream, tmp_path, f'listen = [ "127.0.0.1:{port}" ];'),
+                      ["-l", f"127.0.0.1:{port}"])
     try:
         r = dns.query.tcp(dns.message.make_query(LOGIN, "A"), "127.0.0.1", port=port, timeout=10)
         assert "20.62.0.1" in r.to_text()
