@@ -323,9 +323,8 @@ static _Thread_local struct {
 
 static _Thread_local struct {
 	struct listener *l;   /**< the listener of the replies gathered, or NULL */
-	bool open;            /**< gathering: in a receive batch, or deferring on the main loop */
 	bool in_rx;           /**< in a receive batch, which sends what it gathered at its end */
-	bool defer;           /**< this thread's loop flushes before it waits */
+	bool defer;           /**< the main loop: gathers outside receive batches too */
 	unsigned n;
 	struct mmsghdr msgs[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
@@ -403,7 +402,7 @@ void listener_batch_start(struct ev_loop *loop)
 {
 	ev_prepare_init(&tx_prepare, tx_prepare_cb);
 	tx_loop = loop;
-	tx.defer = tx.open = true;
+	tx.defer = true;
 }
 
 void listener_batch_stop(struct ev_loop *loop)
@@ -411,7 +410,7 @@ void listener_batch_stop(struct ev_loop *loop)
 	tx_flush();
 	ev_prepare_stop(loop, &tx_prepare);
 	tx_loop = NULL;
-	tx.defer = tx.open = false;
+	tx.defer = false;
 }
 
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -440,7 +439,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 		int n = recvmmsg(l->udp_fd, rx.msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return; /* EAGAIN, or an ICMP error reported on the socket */
-		tx.open = tx.in_rx = true;
+		tx.in_rx = true;
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &rx.msgs[i].msg_hdr;
 			struct reply_to rt = { .udp = l };
@@ -468,7 +467,6 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		tx_flush();
 		tx.in_rx = false;
-		tx.open = tx.defer;
 		if (n < UDP_BATCH)
 			return;
 	}
@@ -478,7 +476,7 @@ static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
 {
 	if (rt->udp->udp_fd < 0)
 		return; /* its listener was closed by a reload meanwhile */
-	if (tx.open && len <= sizeof(tx.buf[0])) {
+	if ((tx.in_rx || tx.defer) && len <= sizeof(tx.buf[0])) {
 		if (tx.l != rt->udp || tx.n == UDP_BATCH)
 			tx_flush();
 		tx.l = rt->udp;
