@@ -466,6 +466,12 @@ static void pool_close(struct upstream_server *sv)
 	}
 }
 
+/** Has the socket carried its last question? */
+static bool usock_spent(const struct usock *us, ev_tstamp now)
+{
+	return us->uses >= USOCK_USES || now - us->born >= USOCK_AGE;
+}
+
 /** Close the sockets idle too long; stop when none is left. */
 static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -478,7 +484,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		struct upstream_server *sv = &u->servers[i];
 		struct usock *us;
 		while ((us = sv->idle_tail) &&
-		       (now - us->idle_since >= USOCK_IDLE || now - us->born >= USOCK_AGE)) {
+		       (now - us->idle_since >= USOCK_IDLE || usock_spent(us, now))) {
 			idle_unlink(sv, us);
 			usock_close(us);
 		}
@@ -534,7 +540,7 @@ static struct usock *usock_get(struct upstreams *u, const struct cfg_addr *addr,
 	*hard = false;
 	while (sv && (us = sv->idle)) {
 		idle_unlink(sv, us);
-		if (now - us->born < USOCK_AGE)
+		if (!usock_spent(us, now))
 			return us;
 		usock_close(us);
 	}
@@ -572,8 +578,7 @@ static void usock_release(struct usock *us, uint16_t id, bool healthy)
 
 	us->owner = NULL;
 	us->last_id = id;
-	if (!healthy || !sv || u->closing || us->uses >= USOCK_USES || now - us->born >= USOCK_AGE ||
-	    sv->n_idle >= USOCK_IDLE_MAX) {
+	if (!healthy || !sv || u->closing || usock_spent(us, now) || sv->n_idle >= USOCK_IDLE_MAX) {
 		usock_close(us);
 		return;
 	}
