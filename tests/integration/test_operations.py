@@ -47,16 +47,21 @@ def require_root():
         pytest.skip("the privilege drop is tested from root")
 
 
+def as_nobody(upstream, tmp_path, extra=""):
+    """A configuration that runs as nobody, with extra lines."""
+    return f'''
+upstreams = [ "{upstream.addr}" ];
+state_dir = "{tmp_path}/state";
+user = "nobody";
+{extra}
+'''
+
+
 def test_drops_to_named_user_with_no_capabilities(upstream, daemon, tmp_path):
     require_root()
     upstream.set(LOGIN, records=[f"{LOGIN} A 20.62.0.1"])
     nobody = pwd.getpwnam("nobody")
-    d = daemon(f'''
-upstreams = [ "{upstream.addr}" ];
-registries = ( {{ login_server = "{LOGIN}"; }} );
-state_dir = "{tmp_path}/state";
-user = "nobody";
-''')
+    d = daemon(as_nobody(upstream, tmp_path, f'registries = ( {{ login_server = "{LOGIN}"; }} );'))
     st = proc_status(d.proc.pid)
     assert st["Uid"] == [str(nobody.pw_uid)] * 4
     assert st["Gid"] == [str(nobody.pw_gid)] * 4
@@ -72,24 +77,14 @@ user = "nobody";
 
 def test_group_is_taken_from_the_configuration(upstream, daemon, tmp_path):
     require_root()
-    d = daemon(f'''
-upstreams = [ "{upstream.addr}" ];
-state_dir = "{tmp_path}/state";
-user = "nobody";
-group = "nogroup";
-''')
+    d = daemon(as_nobody(upstream, tmp_path, 'group = "nogroup";'))
     import grp
     assert proc_status(d.proc.pid)["Gid"] == [str(grp.getgrnam("nogroup").gr_gid)] * 4
 
 
 def test_nftables_keeps_only_net_admin(upstream, daemon, tmp_path):
     require_root()
-    d = daemon(f'''
-upstreams = [ "{upstream.addr}" ];
-state_dir = "{tmp_path}/state";
-user = "nobody";
-nftables = {{ table = "inet acrdnstest{os.getpid()}"; }};
-''')
+    d = daemon(as_nobody(upstream, tmp_path, f'nftables = {{ table = "inet acrdnstest{os.getpid()}"; }};'))
     st = proc_status(d.proc.pid)
     assert int(st["CapEff"][0], 16) == 1 << 12     # CAP_NET_ADMIN only
     assert int(st["CapPrm"][0], 16) == 1 << 12
