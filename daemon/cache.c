@@ -31,7 +31,7 @@ struct cache_entry {
 	uint16_t msg_len, nttl;
 	uint8_t name_len;                  /**< 255 stored as 255 */
 	uint8_t flags;
-	bool has_cname;
+	bool has_target;
 	uint32_t charged;                  /**< bytes accounted for this entry */
 	uint16_t ttl_off[];                /**< nttl offsets, then the name, then the message */
 };
@@ -261,7 +261,7 @@ int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
 	memcpy(a->msg, reply, pos);
 	out = pos;
 	a->nttl = 0;
-	a->has_cname = false;
+	a->has_target = false;
 	counts[0] = wire_get16(reply + 6);
 	counts[1] = wire_get16(reply + 8);
 	counts[2] = wire_get16(reply + 10);
@@ -283,8 +283,8 @@ int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
 			a->ttl_off[a->nttl++] = (uint16_t)(out + (rr.fixed - start) + 4);
 		}
 		uint32_t ttl = rr.ttl > INT32_MAX ? 0 : rr.ttl; /* RFC 2181 8 */
-		if (section == 0 && (rr.type == LDNS_RR_TYPE_CNAME || rr.type == LDNS_RR_TYPE_DNAME))
-			a->has_cname = true;
+		if (wire_type_has_target(rr.type))
+			a->has_target = true;
 		if (section == 1 && rr.type == LDNS_RR_TYPE_SOA && rr.rdlen >= 22) {
 			uint32_t minimum = wire_get32(reply + rr.rdata + rr.rdlen - 4);
 			soa_ttl = ttl < minimum ? ttl : minimum;
@@ -387,7 +387,7 @@ static void insert(struct cache *c, const struct cache_key *key, const struct ca
 	e->name_len = (uint8_t)key->name_len;
 	e->msg_len = a->len;
 	e->nttl = a->nttl;
-	e->has_cname = a->has_cname;
+	e->has_target = a->has_target;
 	memcpy(e->ttl_off, a->ttl_off, a->nttl * sizeof(uint16_t));
 	memcpy(entry_name(e), key->name, key->name_len);
 	memcpy(entry_msg(e), a->msg, a->len);
@@ -399,7 +399,7 @@ static void insert(struct cache *c, const struct cache_key *key, const struct ca
 }
 
 enum cache_status cache_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
-			       struct cache_msg *msg, uint32_t *age, uint32_t *gen, bool *has_cname)
+			       struct cache_msg *msg, uint32_t *age, uint32_t *gen, bool *has_target)
 {
 	uint64_t h = cache_key_hash(key);
 	struct cache_entry *e = find(c, key, h);
@@ -416,7 +416,7 @@ enum cache_status cache_lookup(struct cache *c, const struct cache_key *key, uin
 	msg->ttl_off = e->ttl_off;
 	*age = (uint32_t)((now_ms - e->stored_ms) / 1000);
 	*gen = e->gen;
-	*has_cname = e->has_cname;
+	*has_target = e->has_target;
 	if (*age >= e->ttl)
 		return CACHE_STALE;
 	lru_unlink(e);
@@ -474,13 +474,13 @@ void cache_walk(const struct cache *c, uint64_t now_ms, cache_walk_fn fn, void *
 
 enum cache_status cache_fetch(struct cache *c, const struct cache_key *key, uint64_t now_ms,
 			      const struct wire_query *q, uint8_t *out, size_t *len, uint32_t *gen,
-			      bool *has_cname)
+			      bool *has_target)
 {
 	struct cache_msg m;
 	uint32_t age;
 
 	lock(c);
-	enum cache_status st = cache_lookup(c, key, now_ms, &m, &age, gen, has_cname);
+	enum cache_status st = cache_lookup(c, key, now_ms, &m, &age, gen, has_target);
 	if (st != CACHE_MISS)
 		*len = cache_render(&m, age, st == CACHE_STALE, q, out);
 	unlock(c);
@@ -491,10 +491,10 @@ bool cache_fresh(struct cache *c, const struct cache_key *key, uint64_t now_ms)
 {
 	struct cache_msg m;
 	uint32_t age, gen;
-	bool has_cname;
+	bool has_target;
 
 	lock(c);
-	bool fresh = cache_lookup(c, key, now_ms, &m, &age, &gen, &has_cname) == CACHE_FRESH;
+	bool fresh = cache_lookup(c, key, now_ms, &m, &age, &gen, &has_target) == CACHE_FRESH;
 	unlock(c);
 	return fresh;
 }

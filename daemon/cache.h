@@ -51,7 +51,7 @@ struct cache_answer {
 	uint16_t nttl;
 	uint16_t ttl_off[CACHE_MAX_RRS];
 	uint32_t ttl;          /**< how long it may be cached; 0: not at all */
-	bool has_cname;        /**< answer holds CNAME or DNAME records */
+	bool has_target;       /**< holds CNAME, DNAME, SVCB or HTTPS records: targets filter mode checks */
 };
 
 struct cache_entry;
@@ -89,10 +89,10 @@ void cache_insert(struct cache *c, const struct cache_key *key, const struct cac
  * @param msg receives the message when found
  * @param age receives seconds since it was stored
  * @param gen receives the policy generation it was checked under
- * @param has_cname receives whether it holds a CNAME chain
+ * @param has_target receives whether it holds records whose targets filter mode checks
  */
 enum cache_status cache_lookup(struct cache *c, const struct cache_key *key, uint64_t now_ms,
-			       struct cache_msg *msg, uint32_t *age, uint32_t *gen, bool *has_cname);
+			       struct cache_msg *msg, uint32_t *age, uint32_t *gen, bool *has_target);
 
 /**
  * Write msg as the answer to q: the client's ID and question spelling,
@@ -115,7 +115,7 @@ size_t cache_flush(struct cache *c, const uint8_t *name, size_t len);
  */
 enum cache_status cache_fetch(struct cache *c, const struct cache_key *key, uint64_t now_ms,
 			      const struct wire_query *q, uint8_t *out, size_t *len, uint32_t *gen,
-			      bool *has_cname);
+			      bool *has_target);
 
 /** @return true when key has a fresh answer (locked, like cache_fetch). */
 bool cache_fresh(struct cache *c, const struct cache_key *key, uint64_t now_ms);

@@ -282,14 +282,41 @@ struct policy *policy_new(const struct config *cfg, char **const *extra_endpoint
 	return p;
 }
 
+/* Served here with no data: every type is NODATA, with an SOA. */
+static const struct cfg_local resolver_arpa = { .ttl = 3600 };
+
+/** @return true for resolver.arpa and the names below it. */
+static bool in_resolver_arpa(const uint8_t *name, size_t len)
+{
+	static const uint8_t zone[] = "\x08" "resolver" "\x04" "arpa"; /* with the root label's 0 */
+
+	if (len < sizeof(zone) || memcmp(name + len - sizeof(zone), zone, sizeof(zone)) != 0)
+		return false;
+	/* At a label boundary, not "xresolver.arpa". */
+	size_t at = 0;
+	while (at < len - sizeof(zone))
+		at += (size_t)name[at] + 1;
+	return at == len - sizeof(zone);
+}
+
+const struct cfg_local *policy_local(const struct policy *p, const struct policy_decision *d)
+{
+	return d->local >= 0 ? &p->local[d->local] : &resolver_arpa;
+}
+
 void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
 		   struct policy_decision *d)
 {
-	const struct rule_node *n = rules_find(p->rules, name, len);
+	const struct rule_node *n;
 
 	d->local = -1;
 	d->node = NULL;
 	d->kind = -1;
+	if (in_resolver_arpa(name, len)) {
+		d->verdict = VERDICT_LOCAL;
+		return;
+	}
+	n = rules_find(p->rules, name, len);
 	if (n) {
 		if (n->local >= 0) {
 			d->verdict = VERDICT_LOCAL;
@@ -338,6 +365,10 @@ void policy_describe(const struct policy *p, const struct policy_decision *d,
 {
 	char name[WIRE_NAME_STRLEN];
 
+	if (d->verdict == VERDICT_LOCAL && !d->node) {
+		snprintf(buf, len, "local resolver.arpa (built in: no designated resolvers, RFC 9462)");
+		return;
+	}
 	if (d->verdict == VERDICT_LOCAL) {
 		wire_name_str(rules_node_name(p->rules, d->node), name);
 		name[strlen(name) - 1] = '\0';

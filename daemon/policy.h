@@ -27,7 +27,7 @@ struct policy_decision {
 	enum verdict verdict;
 	int kind;                       /**< enum rule_kind that decided, -1 for the default */
 	const struct rule_node *node;   /**< the rule's name, NULL for the default */
-	int32_t local;                  /**< local entry index for VERDICT_LOCAL */
+	int32_t local;                  /**< local entry index for VERDICT_LOCAL; -1: built in */
 };
 
 /** One registry's names, as the policy allows them. */
@@ -62,9 +62,17 @@ struct policy *policy_new(const struct config *cfg, char **const *extra_endpoint
 			  char *err, size_t errlen);
 void policy_free(struct policy *p);
 
-/** Decide for a lowercase wire name. */
+/**
+ * Decide for a lowercase wire name.  resolver.arpa and the names below it
+ * are answered locally whatever the rules say: discovery of designated
+ * resolvers (RFC 9462) would point clients at an encrypted resolver that
+ * goes around this one, so the name is never forwarded and has no data.
+ */
 void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
 		   struct policy_decision *d);
+
+/** @return the local answer behind a VERDICT_LOCAL decision. */
+const struct cfg_local *policy_local(const struct policy *p, const struct policy_decision *d);
 
 /**
  * Describe the rule behind a decision, e.g.

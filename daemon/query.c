@@ -204,11 +204,11 @@ static bool fetch_fresh(struct server *s, const struct wire_query *q, enum verdi
 {
 	struct cache_key key = key_of(q);
 	uint32_t gen;
-	bool has_cname;
+	bool has_target;
 
-	return cache_fetch(s->cache, &key, server_now_ms(), q, s->out, len, &gen, &has_cname) ==
+	return cache_fetch(s->cache, &key, server_now_ms(), q, s->out, len, &gen, &has_target) ==
 		       CACHE_FRESH &&
-	       !(verdict == VERDICT_PASS && has_cname && gen != s->policy_gen);
+	       !(verdict == VERDICT_PASS && has_target && gen != s->policy_gen);
 }
 
 /** @return the RCODE for a type no query may ask (FORMERR, NOTIMP), or 0 for the rest. */
@@ -258,7 +258,7 @@ static bool answer_decided(struct server *s, const struct reply_to *rt, const st
 			   const struct policy_decision *d, const char *rule)
 {
 	if (d->verdict == VERDICT_LOCAL)
-		answer_local(s, rt, q, &s->policy->local[d->local]);
+		answer_local(s, rt, q, policy_local(s->policy, d));
 	else if (d->verdict == VERDICT_DENY)
 		answer_deny(s, rt, q, rule);
 	else
@@ -434,13 +434,20 @@ void query_fail(struct server *s, struct query_client *c)
 	client_done(c);
 }
 
-void query_deny_chain(struct server *s, struct query_client *c, const struct policy_decision *d,
-		      const uint8_t *target)
+void query_deny_chain(struct server *s, struct query_client *c, enum chain_check why,
+		      const struct policy_decision *d, const uint8_t *target)
 {
+	static const struct policy_decision unreadable = { VERDICT_DENY, -1, NULL, -1 };
 	char rule[400], via[WIRE_NAME_STRLEN];
 
-	policy_describe(s->policy, d, rule, sizeof(rule));
-	wire_name_str(target, via);
+	if (why == CHAIN_UNREADABLE) {
+		d = &unreadable;
+		snprintf(rule, sizeof(rule), "a target in the answer cannot be decoded");
+		strcpy(via, "?");
+	} else {
+		policy_describe(s->policy, d, rule, sizeof(rule));
+		wire_name_str(target, via);
+	}
 	s->stats.cname_denied++;
 	if (s->cfg->log_queries != QLOG_NONE)
 		log_decision(s, &c->rt, &c->q, d, rule, via);
@@ -448,43 +455,67 @@ void query_deny_chain(struct server *s, struct query_client *c, const struct pol
 	client_done(c);
 }
 
-bool query_chain_denied(const struct server *s, const struct cache_answer *a,
-			struct policy_decision *d, uint8_t *target)
+/**
+ * Read the target of a record that has one into target.
+ * @return its length, 0 for none (an SVCB TargetName of "."), -1 when it
+ * cannot be decoded
+ */
+static int read_target(const uint8_t *msg, size_t len, const struct wire_rr *rr, uint8_t *target)
+{
+	size_t p = rr->rdata, end = rr->rdata + rr->rdlen;
+	int n;
+
+	if (rr->type == LDNS_RR_TYPE_SVCB || rr->type == LDNS_RR_TYPE_HTTPS) {
+		/* SvcPriority, then TargetName; "." names the owner itself (RFC 9460 2.5). */
+		if (rr->rdlen < 3)
+			return -1;
+		p += 2;
+		n = wire_name_read(msg, len, &p, target);
+		if (n < 0 || p > end)
+			return -1;
+		return n == 1 ? 0 : n;
+	}
+	if (rr->type == LDNS_RR_TYPE_DNAME) {
+		/* A DNAME moves a whole subtree: check a name below the
+		 * target, which wildcard rules on the target cover.  A
+		 * label "*" never stands in the rule table as an exact name. */
+		target[0] = 1;
+		target[1] = '*';
+		n = wire_name_read(msg, len, &p, target + 2);
+		if (n < 0 || n + 2 > WIRE_NAME_MAX || p != end)
+			return -1;
+		return n + 2;
+	}
+	n = wire_name_read(msg, len, &p, target);
+	return n < 0 || p != end ? -1 : n;
+}
+
+enum chain_check query_chain_check(const struct server *s, const struct cache_answer *a,
+				   struct policy_decision *d, uint8_t *target)
 {
 	size_t pos = WIRE_HDR;
-	unsigned an = wire_get16(a->msg + 6);
+	unsigned total = (unsigned)wire_get16(a->msg + 6) + wire_get16(a->msg + 8) +
+			 wire_get16(a->msg + 10);
 	struct wire_rr rr;
 
-	if (!a->has_cname)
-		return false;
+	if (!a->has_target)
+		return CHAIN_CLEAN;
 	if (wire_name_read(a->msg, a->len, &pos, NULL) < 0)
-		return false;
+		return CHAIN_UNREADABLE;
 	pos += 4;
-	for (unsigned i = 0; i < an; i++) {
+	for (unsigned i = 0; i < total; i++) {
 		if (wire_rr_next(a->msg, a->len, &pos, &rr) < 0)
-			return false;
-		if (rr.type != LDNS_RR_TYPE_CNAME && rr.type != LDNS_RR_TYPE_DNAME)
+			return CHAIN_UNREADABLE;
+		if (!wire_type_has_target(rr.type))
 			continue;
-		size_t p = rr.rdata;
-		int n;
-		if (rr.type == LDNS_RR_TYPE_DNAME) {
-			/* A DNAME moves a whole subtree: check a name below the
-			 * target, which wildcard rules on the target cover.  A
-			 * label "*" never stands in the rule table as an exact name. */
-			target[0] = 1;
-			target[1] = '*';
-			n = wire_name_read(a->msg, a->len, &p, target + 2);
-			if (n < 0 || n + 2 > WIRE_NAME_MAX)
-				continue;
-			n += 2;
-		} else {
-			n = wire_name_read(a->msg, a->len, &p, target);
-			if (n < 0)
-				continue;
-		}
+		int n = read_target(a->msg, a->len, &rr, target);
+		if (n < 0)
+			return CHAIN_UNREADABLE;
+		if (n == 0)
+			continue;
 		policy_decide(s->policy, target, (size_t)n, d);
 		if (d->verdict == VERDICT_DENY)
-			return true;
+			return CHAIN_DENIED;
 	}
-	return false;
+	return CHAIN_CLEAN;
 }

@@ -54,20 +54,30 @@ void query_prefetch(struct server *s, const uint8_t *name, size_t len, uint16_t 
 /** Answer a waiting client with SERVFAIL, then free it. */
 void query_fail(struct server *s, struct query_client *c);
 
-/**
- * Answer a waiting client as denied because its answer's CNAME chain
- * runs into a denied name, then free it.
- */
-void query_deny_chain(struct server *s, struct query_client *c, const struct policy_decision *d,
-		      const uint8_t *target);
+/** How the targets in an answer stand against the policy. */
+enum chain_check {
+	CHAIN_CLEAN,        /**< every target is allowed or passed */
+	CHAIN_DENIED,       /**< a target is denied */
+	CHAIN_UNREADABLE,   /**< a target cannot be decoded: treated as denied */
+};
 
 /**
- * Check a prepared answer's CNAME and DNAME targets against the policy.
- * @param d receives the decision for the first denied target
- * @param target receives that target (256 bytes)
- * @return true when a target is denied
+ * Answer a waiting client as denied because a target in its answer is
+ * denied (d and target say which) or cannot be read, then free it.
  */
-bool query_chain_denied(const struct server *s, const struct cache_answer *a,
-			struct policy_decision *d, uint8_t *target);
+void query_deny_chain(struct server *s, struct query_client *c, enum chain_check why,
+		      const struct policy_decision *d, const uint8_t *target);
+
+/**
+ * Check the targets of a prepared answer against the policy: CNAME and
+ * DNAME targets and SVCB/HTTPS TargetNames, in every section.  A target
+ * this decoder refuses (a forward or overlong compression pointer, a name
+ * that overruns its record) is one that a client might still decode and
+ * follow, so it counts as denied.
+ * @param d receives the decision for the first denied target
+ * @param target receives that target (WIRE_NAME_MAX + 3 bytes)
+ */
+enum chain_check query_chain_check(const struct server *s, const struct cache_answer *a,
+				   struct policy_decision *d, uint8_t *target);
 
 #endif

@@ -646,12 +646,12 @@ static void answer_stale(struct inflight *f, bool fail)
 
 	for (; c; c = next) {
 		uint32_t gen;
-		bool has_cname;
+		bool has_target;
 		size_t len;
 		next = c->next;
 		enum cache_status st = cache_fetch(s->cache, &key, server_now_ms(), &c->q, s->out, &len,
-						   &gen, &has_cname);
-		if (st != CACHE_MISS && !(c->verdict == VERDICT_PASS && has_cname && gen != s->policy_gen)) {
+						   &gen, &has_target);
+		if (st != CACHE_MISS && !(c->verdict == VERDICT_PASS && has_target && gen != s->policy_gen)) {
 			query_answer_rendered(s, c, len, st == CACHE_STALE);
 		} else if (fail) {
 			query_fail(s, c);
@@ -678,19 +678,24 @@ static void inflight_complete(struct inflight *f)
 	struct cache_answer *a = &s->answer;
 	struct cache_key key = { f->name, f->name_len, f->qtype, f->qclass, f->flags };
 	struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
-	struct policy_decision d;
+	struct policy_decision d, own;
 	uint8_t target[WIRE_NAME_MAX + 3];
-	bool denied = query_chain_denied(s, a, &d, target);
+	enum chain_check chain = query_chain_check(s, a, &d, target);
 
 	table_remove(f->u, f);
-	/* A chain into a denied name is not kept: the next client is checked again. */
-	if (!denied)
+	/* An answer for a name that a rule allows is trusted whole (Azure's
+	 * own chains run through names a deny rule covers) and kept.  One that
+	 * only filter mode's default let through is not kept when a target is
+	 * denied: the next client is checked again. */
+	if (chain != CHAIN_CLEAN)
+		policy_decide(s->policy, f->name, f->name_len, &own);
+	if (chain == CHAIN_CLEAN || own.verdict == VERDICT_ALLOW)
 		cache_insert(s->cache, &key, a, server_now_ms(), s->ttl.stale_ttl, s->policy_gen);
 	struct query_client *c = take_clients(f), *next;
 	for (; c; c = next) {
 		next = c->next;
-		if (denied && c->verdict == VERDICT_PASS)
-			query_deny_chain(s, c, &d, target);
+		if (chain != CHAIN_CLEAN && c->verdict == VERDICT_PASS)
+			query_deny_chain(s, c, chain, &d, target);
 		else
 			query_answer(s, c, &m, 0, false);
 	}

@@ -107,6 +107,16 @@ struct wire_rr {
 };
 
 /**
+ * @return true for the types whose RDATA names a target that a client
+ * goes on to: CNAME, DNAME, and SVCB and HTTPS (RFC 9460 TargetName).
+ */
+static inline bool wire_type_has_target(uint16_t type)
+{
+	return type == LDNS_RR_TYPE_CNAME || type == LDNS_RR_TYPE_DNAME ||
+	       type == LDNS_RR_TYPE_SVCB || type == LDNS_RR_TYPE_HTTPS;
+}
+
+/**
  * Read the record at *pos and move past it.
  * @return 0, or -1 when the record does not fit or its owner is malformed
  */

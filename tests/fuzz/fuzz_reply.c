@@ -45,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cache_insert(fuzz_srv.cache, &k, &a, 1000, 10, 1);
 	struct cache_msg m;
 	uint32_t age, gen;
-	bool has_cname;
-	if (cache_lookup(fuzz_srv.cache, &k, 1000 + 1500, &m, &age, &gen, &has_cname) != CACHE_MISS) {
+	bool has_target;
+	if (cache_lookup(fuzz_srv.cache, &k, 1000 + 1500, &m, &age, &gen, &has_target) != CACHE_MISS) {
 		size_t len = cache_render(&m, age, false, &q, out);
 		if (len != m.len || wire_get16(out) != 0x4242)
 			abort();

@@ -24,7 +24,7 @@ class Behaviour:
 
     def __init__(self, records=(), rcode=dns.rcode.NOERROR, authority=(), delay=0.0,
                  drop=False, garbage=False, wrong_id=False, wrong_question=False,
-                 tc=False, tcp_close=False, ttl=300):
+                 tc=False, tcp_close=False, ttl=300, craft=None):
         self.records = list(records)
         self.rcode = rcode
         self.authority = list(authority)
@@ -36,6 +36,8 @@ class Behaviour:
         self.tc = tc
         self.tcp_close = tcp_close
         self.ttl = ttl
+        # craft(query) -> bytes: a reply built by hand, for what dnspython will not write.
+        self.craft = craft
 
 
 class Query:
@@ -135,6 +137,8 @@ class FakeUpstream:
             return None
         if b.garbage:
             return b"\x13\x37garbage that is no DNS message"
+        if b.craft:
+            return b.craft(query)
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.RA
         resp.set_rcode(b.rcode)

@@ -2,7 +2,9 @@
 chains, denied names answered here and never forwarded, filter-mode CNAME
 cloaking, Extended DNS Errors, local answers, --explain and bad rules."""
 import os
+import struct
 import subprocess
+import time
 
 import dns.edns
 import dns.flags
@@ -159,6 +161,125 @@ def test_explicit_allow_trusts_chain_in_filter_mode(upstream, daemon):
     d = daemon(policy_config(upstream, mode="filter"))
     r = d.query("contoso.eastus.data.azurecr.io")
     assert r.answer[-1][0].address == "20.60.0.1"
+
+
+@pytest.mark.parametrize("mode", ["allowlist", "filter"])
+def test_login_server_answer_is_cached_and_served_stale(upstream, daemon, mode):
+    # Azure's chain runs through contoso.privatelink.azurecr.io, which
+    # `deny *.azurecr.io` covers: trusted whole, so kept like any answer.
+    azure_chain(upstream)
+    upstream.set("contoso.azurecr.io", records=[
+        "contoso.azurecr.io CNAME contoso.privatelink.azurecr.io.",
+        "contoso.privatelink.azurecr.io CNAME eus.fe.azcr.io.",
+        "eus.fe.azcr.io CNAME eus-acr-reg.trafficmanager.net.",
+        "eus-acr-reg.trafficmanager.net CNAME eus-acr-reg.eastus.cloudapp.azure.com.",
+        "eus-acr-reg.eastus.cloudapp.azure.com A 20.62.128.1",
+    ], ttl=1)
+    d = daemon(policy_config(upstream, mode=mode))
+    for _ in range(3):
+        assert d.query("contoso.azurecr.io").answer[-1][0].address == "20.62.128.1"
+    assert upstream.count("contoso.azurecr.io") == 1
+    # The upstream flaps after the TTL: the login server still resolves.
+    time.sleep(1.2)
+    upstream.set("contoso.azurecr.io", drop=True)
+    r = d.query("contoso.azurecr.io", timeout=8)
+    assert r.rcode() == dns.rcode.NOERROR and r.answer[-1][0].address == "20.62.128.1"
+
+
+HIDDEN = "attacker.blob.core.windows.net"
+
+
+def hidden_target_reply(query, how):
+    """A CNAME into storage that dnspython would never write: its target is
+    a forward compression pointer, or the end of 70 chained pointers.
+    glibc decodes both and returns the storage address."""
+    q = query.question[0]
+    target = dns.name.from_text(HIDDEN).to_wire()
+    msg = bytearray(struct.pack("!HHHHHH", query.id, 0x8180, 1, 0, 0, 0))
+    msg += q.name.to_wire() + struct.pack("!HH", q.rdtype, 1)
+
+    def rr(owner, rdtype, rdata):
+        msg.extend(owner + struct.pack("!HHIH", rdtype, 1, 300, len(rdata)) + rdata)
+
+    def ptr(offset):
+        return struct.pack("!H", 0xc000 | offset)
+
+    if how == "forward":
+        # The CNAME's RDATA points at the next record's owner, further on.
+        at = len(msg) + 12 + 2 + 2
+        rr(ptr(12), dns.rdatatype.CNAME, ptr(at))
+        rr(target, dns.rdatatype.A, bytes([20, 60, 0, 9]))
+        count = 2
+    else:
+        # A TXT record carries the name and 70 pointers, each to the one before.
+        base = len(msg) + 2 + 10 + 1
+        hops = [ptr(base)]
+        for i in range(1, 70):
+            hops.append(ptr(base + len(target) + 2 * (i - 1)))
+        blob = target + b"".join(hops)
+        rr(ptr(12), dns.rdatatype.TXT, bytes([len(blob)]) + blob)
+        rr(ptr(12), dns.rdatatype.CNAME, ptr(base + len(target) + 2 * 69))
+        rr(ptr(base), dns.rdatatype.A, bytes([20, 60, 0, 9]))
+        count = 3
+    struct.pack_into("!H", msg, 6, count)
+    return bytes(msg)
+
+
+@pytest.mark.parametrize("how", ["forward", "hops"])
+def test_filter_mode_undecodable_target_is_denied(upstream, daemon, how):
+    upstream.set("cloak.example.com", craft=lambda q: hidden_target_reply(q, how))
+    d = daemon(policy_config(upstream, mode="filter"))
+    for _ in range(2):
+        r = d.query("cloak.example.com", use_edns=0)
+        assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+        ede = [o for o in r.options if o.otype == dns.edns.EDE]
+        assert ede and "cannot be decoded" in ede[0].text
+    assert upstream.count("cloak.example.com") == 2  # never cached
+
+
+SVCB_CASES = {
+    # AliasMode: the service is the target's.
+    "alias.example.com": ("HTTPS", "0 victim.blob.core.windows.net."),
+    # ServiceMode with an address hint: the client connects to the target.
+    "service.example.com": ("HTTPS", "1 victim.blob.core.windows.net. alpn=h2 ipv4hint=20.60.0.9"),
+    "_8443._foo.api.example.com": ("SVCB", "1 acct.z12.blob.storage.azure.net. port=8443"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SVCB_CASES))
+def test_filter_mode_svcb_target_into_storage_denied(upstream, daemon, name):
+    rdtype, rdata = SVCB_CASES[name]
+    upstream.set(name, records=[f"{name} {rdtype} {rdata}"])
+    d = daemon(policy_config(upstream, mode="filter"))
+    r = d.query(name, rdtype, use_edns=0)
+    assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+    ede = [o for o in r.options if o.otype == dns.edns.EDE]
+    assert ede and "blob" in ede[0].text
+
+
+def test_filter_mode_svcb_to_itself_or_elsewhere_passes(upstream, daemon):
+    upstream.set("self.example.com", records=["self.example.com HTTPS 1 . alpn=h2"])
+    upstream.set("cdn.example.com", records=["cdn.example.com HTTPS 1 edge.example.net. alpn=h3"])
+    d = daemon(policy_config(upstream, mode="filter"))
+    for name in ("self.example.com", "cdn.example.com"):
+        r = d.query(name, "HTTPS")
+        assert r.rcode() == dns.rcode.NOERROR and r.answer, name
+
+
+@pytest.mark.parametrize("mode", ["allowlist", "filter"])
+def test_designated_resolver_discovery_is_never_forwarded(upstream, daemon, mode):
+    upstream.set_default(records=["_dns.resolver.arpa SVCB 1 doh.example.net. alpn=h2 ipv4hint=192.0.2.53"])
+    d = daemon(policy_config(upstream, mode=mode, extra='allow = [ "*.resolver.arpa" ];'))
+    for name, rdtype in (("_dns.resolver.arpa", "SVCB"), ("_DNS.Resolver.Arpa", "HTTPS"),
+                         ("resolver.arpa", "A"), ("x._dns.resolver.arpa", "SVCB")):
+        r = d.query(name, rdtype)
+        assert r.rcode() == dns.rcode.NOERROR and not r.answer, (name, rdtype)
+        assert r.authority and r.authority[0].rdtype == dns.rdatatype.SOA
+        assert r.flags & dns.flags.AA
+    assert upstream.count() == 0, upstream.names()
+    # Only that zone: a name that merely ends the same way is the policy's.
+    assert d.query("xresolver.arpa").rcode() == (
+        dns.rcode.NXDOMAIN if mode == "allowlist" else dns.rcode.NOERROR)
 
 
 def test_local_overrides(upstream, daemon):

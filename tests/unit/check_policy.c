@@ -119,6 +119,33 @@ START_TEST(allowlist_mode_and_registries)
 }
 END_TEST
 
+START_TEST(resolver_arpa_is_local_whatever_the_rules)
+{
+	struct config *cfg;
+	char rule[400];
+	struct policy *p = build("upstreams = [ \"192.0.2.1\" ];\nmode = \"filter\";\n"
+				 "allow = [ \"*.resolver.arpa\", \"resolver.arpa\" ];\n", &cfg);
+	struct policy_decision d;
+	uint8_t wire[256];
+	/* One label of 15 bytes that ends as the zone's wire form does: not the zone. */
+	static const uint8_t one_label[] = "\x0f" "x" "\x08" "resolver" "\x04" "arpa";
+
+	ck_assert_int_eq(decide(p, "_dns.resolver.arpa", rule), VERDICT_LOCAL);
+	ck_rule_starts(rule, "local resolver.arpa (built in");
+	ck_assert_int_eq(decide(p, "RESOLVER.ARPA", NULL), VERDICT_LOCAL);
+	ck_assert_int_eq(decide(p, "a.b._dns.resolver.arpa", NULL), VERDICT_LOCAL);
+	ck_assert_int_eq(decide(p, "xresolver.arpa", NULL), VERDICT_PASS);
+	ck_assert_int_eq(decide(p, "arpa", NULL), VERDICT_PASS);
+	ck_assert_int_eq(decide_wire(p, one_label, sizeof(one_label), NULL), VERDICT_PASS);
+	int n = wire_name_from_str("_dns.resolver.arpa", wire);
+	policy_decide(p, wire, (size_t)n, &d);
+	const struct cfg_local *l = policy_local(p, &d);
+	ck_assert_uint_eq(l->n4 + l->n6, 0); /* NODATA for every type */
+	policy_free(p);
+	config_free(cfg);
+}
+END_TEST
+
 START_TEST(labels_holding_dot_or_nul_do_not_match)
 {
 	struct config *cfg;
@@ -253,6 +280,7 @@ Suite *policy_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, precedence_table);
 	tcase_add_test(tc, allowlist_mode_and_registries);
+	tcase_add_test(tc, resolver_arpa_is_local_whatever_the_rules);
 	tcase_add_test(tc, labels_holding_dot_or_nul_do_not_match);
 	tcase_add_test(tc, bad_rule_lines_name_file_and_line);
 	tcase_add_test(tc, endpoint_forms);
