@@ -31,7 +31,10 @@
 
 #define DOC_MAX (1024 * 1024)   /* a registry document is a few KiB */
 #define BACKOFF_FIRST 2.0
-#define ARM_API_VERSION "2023-07-01"
+/* The current stable version, which also lists regional endpoints; the
+ * older one for clouds that do not offer it yet. */
+#define ARM_API_VERSION "2025-11-01"
+#define ARM_API_FALLBACK "2023-07-01"
 #define IMDS_API_VERSION "2018-02-01"
 #define TOKEN_MARGIN 300   /* seconds before expires_on that a token is renewed */
 
@@ -147,7 +150,7 @@ enum discovery_status discovery_parse(const char *doc, size_t len, const char *l
 		/* An ARM registry resource. */
 		login = json_object_get(props, "loginServer");
 		data = json_object_get(props, "dataEndpointHostNames");
-		regional = NULL;
+		regional = json_object_get(props, "regionalEndpointHostNames");
 		if (json_is_null(data))
 			data = NULL;
 	} else {
@@ -170,7 +173,8 @@ enum discovery_status discovery_parse(const char *doc, size_t len, const char *l
 				  why, whylen)) != DISCOVERY_OK)
 		goto out;
 	if (regional && !json_is_null(regional) &&
-	    (st = collect(regional, "regionalEndpoints", &names, &n, why, whylen)) != DISCOVERY_OK)
+	    (st = collect(regional, props ? "regionalEndpointHostNames" : "regionalEndpoints", &names,
+			  &n, why, whylen)) != DISCOVERY_OK)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		if (is_blob_storage(names[i]) || strchr(names[i], '*')) {
@@ -380,6 +384,7 @@ struct task {
 	char *token;
 	time_t token_expires;
 	bool auth_retried;
+	bool api_fallback;          /**< ARM refused ARM_API_VERSION: ARM_API_FALLBACK from now on */
 };
 
 struct discovery {
@@ -967,6 +972,14 @@ static void arm_resource_done(void *arg, long status, const char *body, size_t l
 		arm_fetch_token(t);
 		return;
 	}
+	if (status == 400 && !t->api_fallback) {
+		/* A cloud that does not know this api-version yet: the older one, at once. */
+		log_warn("discovery %s: ARM refused api-version " ARM_API_VERSION " (HTTP 400: %.200s); "
+			 "using " ARM_API_FALLBACK, t->login, body);
+		t->api_fallback = true;
+		arm_fetch_resource(t);
+		return;
+	}
 	if (status != 200) {
 		/* 404/410 (replication lag), 429 (throttled), 5xx: tried again with backoff. */
 		snprintf(msg, sizeof(msg), "ARM %s: HTTP %ld: %.200s", t->src.resource_id, status, body);
@@ -982,7 +995,8 @@ static void arm_fetch_resource(struct task *t)
 	char url[4096], base[1024], auth[8192];
 
 	base_url(t->src.arm_endpoint, base, sizeof(base));
-	snprintf(url, sizeof(url), "%s%s?api-version=" ARM_API_VERSION, base, t->src.resource_id);
+	snprintf(url, sizeof(url), "%s%s?api-version=%s", base, t->src.resource_id,
+		 t->api_fallback ? ARM_API_FALLBACK : ARM_API_VERSION);
 	if ((size_t)snprintf(auth, sizeof(auth), "Authorization: Bearer %s", t->token) >= sizeof(auth)) {
 		task_failed(t, "managed identity token is too long");
 		return;

@@ -14,6 +14,8 @@ class ArmFake:
     def __init__(self, login="contoso.azurecr.io"):
         self.login = login
         self.endpoints = ["contoso.eastus.data.azurecr.io"]
+        self.regional = []          # regionalEndpointHostNames, in 2025-11-01 answers
+        self.versions = {"2025-11-01", "2023-07-01"}   # api-versions this "cloud" knows
         self.statuses = []          # popped per resource request; then 200
         self.token_lifetime = 3600
         self.tokens = 0
@@ -73,11 +75,18 @@ class ArmFake:
                 return h._send(401, {"error": {"code": "ExpiredAuthenticationToken"}})
             if status != 200:
                 return h._send(status, {"error": {"code": f"Status{status}"}})
-            if parse_qs(url.query).get("api-version") != ["2023-07-01"]:
-                return h._send(400, {"error": {"code": "InvalidApiVersionParameter"}})
-            h._send(200, {"id": RESOURCE, "name": "contoso", "type": "Microsoft.ContainerRegistry/registries",
-                          "properties": {"loginServer": self.login, "dataEndpointEnabled": True,
-                                         "dataEndpointHostNames": list(self.endpoints)}})
+            version = (parse_qs(url.query).get("api-version") or [""])[0]
+            if version not in self.versions:
+                return h._send(400, {"error": {
+                    "code": "InvalidApiVersionParameter",
+                    "message": f"The api-version '{version}' is invalid."}})
+            props = {"loginServer": self.login, "dataEndpointEnabled": True,
+                     "dataEndpointHostNames": list(self.endpoints)}
+            if version >= "2025-11-01":
+                props["regionalEndpoints"] = "Enabled" if self.regional else "Disabled"
+                props["regionalEndpointHostNames"] = list(self.regional)
+            h._send(200, {"id": RESOURCE, "name": "contoso",
+                          "type": "Microsoft.ContainerRegistry/registries", "properties": props})
 
     def close(self):
         self.server.shutdown()

@@ -215,6 +215,30 @@ def test_arm_source_with_throttling_and_errors(upstream, daemon, tmp_path, arm):
     assert wait_for(lambda: allowed(d, WEST), timeout=8)
 
 
+def test_arm_current_api_version_adds_regional_endpoints(upstream, daemon, tmp_path, arm):
+    geo = "contoso.eastus.geo.azurecr.io"
+    script_upstream(upstream, EAST, geo)
+    arm.regional = [geo]
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)))
+    assert wait_for(lambda: allowed(d, geo), timeout=3), d.read_log()[-2000:]
+    assert allowed(d, EAST)
+    versions = [u.query for u, _ in arm.resource_requests]
+    assert versions == ["api-version=2025-11-01"]
+
+
+def test_arm_refusing_the_current_api_version_falls_back(upstream, daemon, tmp_path, arm):
+    script_upstream(upstream, EAST)
+    arm.versions = {"2023-07-01"}
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)))
+    assert wait_for(lambda: allowed(d, EAST), timeout=3), d.read_log()[-2000:]
+    assert "ARM refused api-version 2025-11-01" in d.read_log()
+    # Asked once with the current version; the older one from then on.
+    assert wait_for(lambda: len(arm.resource_requests) >= 3, timeout=8)
+    versions = [u.query for u, _ in arm.resource_requests]
+    assert versions[0] == "api-version=2025-11-01"
+    assert set(versions[1:]) == {"api-version=2023-07-01"}
+
+
 def test_arm_token_expiring_is_renewed(upstream, daemon, tmp_path, arm):
     script_upstream(upstream, EAST)
     arm.token_lifetime = 60   # inside the renewal margin: every refresh asks again

@@ -52,6 +52,28 @@ START_TEST(arm_resource_shape)
 	      " \"dataEndpointHostNames\": [] } }";
 	ck_assert_int_eq(parse(doc, &list, why), DISCOVERY_NO_DEDICATED);
 	ck_assert_msg(strstr(why, "--data-endpoint-enabled") != NULL, "%s", why);
+	/* api-version 2025-11-01 adds regional endpoints, null when they are off. */
+	doc = "{ \"properties\": { \"loginServer\": \"contoso.azurecr.io\",\n"
+	      "  \"dataEndpointHostNames\": [ \"contoso.eastus.data.azurecr.io\" ],\n"
+	      "  \"regionalEndpoints\": \"Enabled\",\n"
+	      "  \"regionalEndpointHostNames\": [ \"contoso.eastus.geo.azurecr.io\", \"contoso.westus2.geo.azurecr.io\" ] } }";
+	ck_assert_int_eq(parse(doc, &list, why), DISCOVERY_OK);
+	ck_assert_str_eq(list[0], "contoso.eastus.data.azurecr.io");
+	ck_assert_str_eq(list[1], "contoso.eastus.geo.azurecr.io");
+	ck_assert_str_eq(list[2], "contoso.westus2.geo.azurecr.io");
+	ck_assert_ptr_null(list[3]);
+	discovery_list_free(list);
+	doc = "{ \"properties\": { \"loginServer\": \"contoso.azurecr.io\",\n"
+	      "  \"dataEndpointHostNames\": [ \"contoso.eastus.data.azurecr.io\" ],\n"
+	      "  \"regionalEndpoints\": \"Disabled\", \"regionalEndpointHostNames\": null } }";
+	ck_assert_int_eq(parse(doc, &list, why), DISCOVERY_OK);
+	ck_assert_ptr_null(list[1]);
+	discovery_list_free(list);
+	/* A regional name of another registry rejects the document whole. */
+	doc = "{ \"properties\": { \"loginServer\": \"contoso.azurecr.io\",\n"
+	      "  \"dataEndpointHostNames\": [ \"contoso.eastus.data.azurecr.io\" ],\n"
+	      "  \"regionalEndpointHostNames\": [ \"evil.eastus.geo.azurecr.io\" ] } }";
+	ck_assert_int_eq(parse(doc, &list, why), DISCOVERY_FOREIGN);
 }
 END_TEST
 
