@@ -405,6 +405,13 @@ void listener_batch_start(struct ev_loop *loop)
 	tx.defer = true;
 }
 
+void listener_flush(void)
+{
+	tx_flush();
+	if (tx_loop)
+		ev_prepare_stop(tx_loop, &tx_prepare);
+}
+
 void listener_batch_stop(struct ev_loop *loop)
 {
 	tx_flush();

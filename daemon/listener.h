@@ -103,6 +103,8 @@ void listener_release(struct reply_to *rt);
  */
 void listener_batch_start(struct ev_loop *loop);
 void listener_batch_stop(struct ev_loop *loop);
+/** Send the UDP answers gathered so far now, not when the loop next waits. */
+void listener_flush(void);
 
 /** Close every TCP connection (shutdown). */
 void listener_close_all_tcp(struct server *srv);

@@ -177,6 +177,12 @@ char *metrics_render(struct server *s)
 		text_put(&o, "acrdns_nft_batches_total %" PRIu64 "\n", nc.batches);
 		head(&o, "nft_errors_total", "counter", "nftables update batches that failed.");
 		text_put(&o, "acrdns_nft_errors_total %" PRIu64 "\n", nc.errors);
+		head(&o, "nft_answers_held_total", "counter",
+		     "Answers held until their new addresses were committed.");
+		text_put(&o, "acrdns_nft_answers_held_total %" PRIu64 "\n", nc.held);
+		head(&o, "nft_answers_unconfirmed_total", "counter",
+		     "Answers sent before their new addresses were confirmed in the sets.");
+		text_put(&o, "acrdns_nft_answers_unconfirmed_total %" PRIu64 "\n", nc.unconfirmed);
 	}
 	if (o.oom) {
 		free(o.buf);

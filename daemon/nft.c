@@ -2,10 +2,13 @@
  * \file nft.c
  * nftables set updates through libnftables, the library behind nft(8).
  * The query path only parses the answer and queues addresses it has not
- * queued recently (a small hash remembers each address' expiry); a timer
- * commits the queue, so a burst of answers costs one transaction.  A
- * failure (no table, no permission) is counted and logged, and the DNS
- * answer goes out regardless.
+ * queued recently (a small hash remembers each address' expiry).  An
+ * answer with an address new to its set is held, and the queue committed
+ * just before the loop next waits, so everything learned in one pass of
+ * the loop costs one transaction and the held answers go out right after
+ * it.  Refreshes of addresses already in a set wait for a timer instead.
+ * A failure (no table, no permission) is counted and logged, and the DNS
+ * answers go out regardless.
  */
 #include "autoconf.h"
 
@@ -19,6 +22,7 @@
 #endif
 
 #include "hash.h"
+#include "listener.h"
 #include "log.h"
 #include "nft.h"
 #include "server.h"
@@ -205,9 +209,18 @@ void nft_answer_addresses(const uint8_t *msg, size_t len, nft_addr_cb cb, void *
 
 struct seen {
 	uint8_t family;          /**< 0: empty slot */
+	bool fresh;              /**< queued and not in the set before: answers wait for it */
 	uint8_t addr[16];
 	uint32_t expires;        /**< monotonic seconds */
 	uint32_t queued;         /**< queue index + 1 while queued in this batch, else 0 */
+};
+
+/** An answer waiting for the commit of its addresses. */
+struct held {
+	struct held *next;
+	struct reply_to rt;
+	size_t len;
+	uint8_t msg[];
 };
 
 struct nft {
@@ -219,6 +232,10 @@ struct nft {
 	struct nft_item queue[NFT_BATCH];
 	size_t n_queue;
 	ev_timer flush;
+	ev_prepare commit_now;   /**< started while answers are held */
+	struct held *held, **held_tail;
+	size_t n_held;
+	bool learn_fresh;        /**< nft_learn(): an address of this answer is new */
 	struct nft_counters n;
 	ev_tstamp last_error_log;
 	uint64_t errors_unlogged;
@@ -265,12 +282,39 @@ static void forget(struct nft *n, const struct nft_item *items, size_t count)
 	}
 }
 
+/** Send the held answers, now that their addresses are committed (ok) or not. */
+static void release(struct nft *n, bool ok)
+{
+	struct held *h = n->held, *next;
+
+	if (!h)
+		return;
+	ev_prepare_stop(n->srv->loop, &n->commit_now);
+	n->held = NULL;
+	n->held_tail = &n->held;
+	n->n_held = 0;
+	for (; h; h = next) {
+		next = h->next;
+		if (!ok)
+			n->n.unconfirmed++;
+		listener_reply(&h->rt, h->msg, h->len);
+		listener_release(&h->rt);
+		free(h);
+	}
+	/* Out now: this may run after the listener's own flush in this pass. */
+	listener_flush();
+}
+
 static void commit(struct nft *n)
 {
 	size_t count = n->n_queue;
-	size_t len = nft_batch_text(&n->cfg, n->queue, count, n->buf, n->buflen);
+	size_t len = count ? nft_batch_text(&n->cfg, n->queue, count, n->buf, n->buflen) : 1;
+	bool ok = false;
 
-	if (!len) {
+	ev_timer_stop(n->srv->loop, &n->flush);
+	if (!count) {
+		ok = true;
+	} else if (!len) {
 		n->n.errors++;
 		forget(n, n->queue, count);
 		report(n, "batch too long", "internal limit");
@@ -282,6 +326,7 @@ static void commit(struct nft *n)
 			 n->cfg.family, n->cfg.table);
 		report(n, what, nft_ctx_get_error_buffer(n->ctx));
 	} else {
+		ok = true;
 		n->n.batches++;
 		n->n.added += count;
 	}
@@ -294,11 +339,49 @@ static void commit(struct nft *n)
 				break;
 			if (e->family == n->queue[i].family && memcmp(e->addr, n->queue[i].addr, 16) == 0) {
 				e->queued = 0;
+				e->fresh = false;
 				break;
 			}
 		}
 	}
 	n->n_queue = 0;
+	release(n, ok);
+}
+
+static void commit_now_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	commit(w->data);
+}
+
+bool nft_hold(struct nft *n, const struct reply_to *rt, const uint8_t *msg, size_t len)
+{
+	struct held *h;
+
+	if (!rt->udp && !rt->tcp)
+		return false; /* a prefetch: nobody to answer */
+	if (n->n_held == NFT_HOLD_MAX) {
+		/* Bounded: commit what is queued, this answer's addresses too. */
+		commit(n);
+		return false;
+	}
+	if (!(h = malloc(sizeof(*h) + len))) {
+		n->n.unconfirmed++;
+		return false;
+	}
+	h->next = NULL;
+	h->rt = *rt;
+	h->len = len;
+	memcpy(h->msg, msg, len);
+	listener_hold(&h->rt);
+	*n->held_tail = h;
+	n->held_tail = &h->next;
+	n->n_held++;
+	n->n.held++;
+	if (!ev_is_active(&n->commit_now))
+		ev_prepare_start(n->srv->loop, &n->commit_now);
+	return true;
 }
 
 static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -308,15 +391,18 @@ static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	commit(w->data);
 }
 
-/** Queue addr unless it was queued with an expiry this late or later. */
-static void learn_addr(struct nft *n, int family, const uint8_t *raw, uint32_t ttl)
+/**
+ * Queue addr unless it was queued with an expiry this late or later.
+ * @return true when addr is queued and was not in the set before
+ */
+static bool learn_addr(struct nft *n, int family, const uint8_t *raw, uint32_t ttl)
 {
 	uint8_t addr[16] = { 0 };
 	uint32_t timeout = nft_timeout(ttl, n->cfg.grace), now = now_s();
 	uint32_t expires = now + timeout;
 
 	if ((family == 4 && !n->cfg.set4[0]) || (family == 6 && !n->cfg.set6[0]))
-		return;
+		return false;
 	memcpy(addr, raw, family == 4 ? 4 : 16);
 	if (n->n_seen >= SEEN_FULL) {
 		/* Forgetting only costs re-adding: start over rather than evict. */
@@ -334,6 +420,7 @@ static void learn_addr(struct nft *n, int family, const uint8_t *raw, uint32_t t
 			memcpy(e->addr, addr, 16);
 			e->expires = 0;
 			e->queued = 0;
+			e->fresh = false;
 			n->n_seen++;
 			break;
 		}
@@ -346,35 +433,45 @@ static void learn_addr(struct nft *n, int family, const uint8_t *raw, uint32_t t
 			it->timeout = timeout;
 			e->expires = expires;
 		}
-		return;
+		return e->fresh;
 	}
-	if (e->expires && expires <= e->expires + NFT_REFRESH_MARGIN)
-		return;
+	/* In the set, and this would not move its expiry by much. */
+	if (e->expires > now && expires <= e->expires + NFT_REFRESH_MARGIN)
+		return false;
 	struct nft_item *it = &n->queue[n->n_queue++];
 	it->family = (uint8_t)family;
 	memcpy(it->addr, addr, 16);
 	it->timeout = timeout;
+	e->fresh = e->expires <= now;
 	e->expires = expires;
 	e->queued = (uint32_t)n->n_queue;
 	if (n->n_queue == NFT_BATCH) {
 		/* A burst of new addresses: commit a full batch now rather than drop later. */
-		ev_timer_stop(n->srv->loop, &n->flush);
 		commit(n);
-	} else if (!ev_is_active(&n->flush)) {
+		return false;
+	}
+	if (!ev_is_active(&n->flush)) {
 		ev_timer_set(&n->flush, NFT_FLUSH_DELAY, 0);
 		ev_timer_start(n->srv->loop, &n->flush);
 	}
+	return e->fresh;
 }
 
 static void learn_cb(void *arg, int family, const uint8_t *addr, uint32_t ttl)
 {
-	learn_addr(arg, family, addr, ttl);
+	struct nft *n = arg;
+
+	if (learn_addr(n, family, addr, ttl))
+		n->learn_fresh = true;
 }
 
-void nft_learn(struct nft *n, const uint8_t *msg, size_t len)
+bool nft_learn(struct nft *n, const uint8_t *msg, size_t len)
 {
-	if (n)
-		nft_answer_addresses(msg, len, learn_cb, n);
+	if (!n)
+		return false;
+	n->learn_fresh = false;
+	nft_answer_addresses(msg, len, learn_cb, n);
+	return n->learn_fresh;
 }
 
 bool nft_counters(const struct nft *n, struct nft_counters *out)
@@ -435,6 +532,9 @@ int nft_configure(struct server *s, const struct config *cfg, char *err, size_t 
 	n->cfg = cfg->nft;
 	ev_init(&n->flush, flush_cb);
 	n->flush.data = n;
+	ev_prepare_init(&n->commit_now, commit_now_cb);
+	n->commit_now.data = n;
+	n->held_tail = &n->held;
 	s->nft = n;
 	check_sets(n);
 	log_info("nftables: addresses of allowed answers go to %s %s %s%s%s (timeout TTL + %" PRIu32 " s)",
@@ -449,9 +549,9 @@ void nft_free(struct server *s)
 
 	if (!n)
 		return;
-	if (n->n_queue)
-		commit(n);
+	commit(n); /* and send what is held */
 	ev_timer_stop(s->loop, &n->flush);
+	ev_prepare_stop(s->loop, &n->commit_now);
 	nft_ctx_free(n->ctx);
 	free(n->seen);
 	free(n->buf);
@@ -461,11 +561,21 @@ void nft_free(struct server *s)
 
 #else /* !HAVE_NFTABLES */
 
-void nft_learn(struct nft *n, const uint8_t *msg, size_t len)
+bool nft_learn(struct nft *n, const uint8_t *msg, size_t len)
 {
 	(void)n;
 	(void)msg;
 	(void)len;
+	return false;
+}
+
+bool nft_hold(struct nft *n, const struct reply_to *rt, const uint8_t *msg, size_t len)
+{
+	(void)n;
+	(void)rt;
+	(void)msg;
+	(void)len;
+	return false;
 }
 
 bool nft_counters(const struct nft *n, struct nft_counters *out)

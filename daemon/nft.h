@@ -4,7 +4,9 @@
  * names go into nftables sets, each with a timeout of its TTL plus a grace
  * period, so that a firewall can allow exactly those addresses.  Additions
  * are queued from the query path and committed in batches, one nftables
- * transaction each, a few times a second at most.
+ * transaction each.  An answer that carries an address new to its set is
+ * held until that transaction has completed, so the client's first SYN
+ * finds the address in the set.
  */
 #ifndef ACRDNS_NFT_H
 #define ACRDNS_NFT_H
@@ -17,19 +19,24 @@
 #include "config.h"
 
 struct nft;
+struct reply_to;
 struct server;
 
 /** Addresses per transaction: a full queue is committed at once. */
 #define NFT_BATCH 512
-/** Commit this long after the first queued address. */
+/** Commit a refresh (an address already in the set) this long after it was queued. */
 #define NFT_FLUSH_DELAY 0.02
+/** Answers that may wait for a commit; one more commits at once. */
+#define NFT_HOLD_MAX 1024
 /** An address is added again only when that moves its expiry by more than this. */
 #define NFT_REFRESH_MARGIN 60
 
 struct nft_counters {
-	uint64_t added;     /**< addresses committed */
-	uint64_t batches;   /**< transactions committed */
-	uint64_t errors;    /**< transactions that failed */
+	uint64_t added;       /**< addresses committed */
+	uint64_t batches;     /**< transactions committed */
+	uint64_t errors;      /**< transactions that failed */
+	uint64_t held;        /**< answers that waited for their addresses' commit */
+	uint64_t unconfirmed; /**< answers sent though their commit failed or they could not wait */
 };
 
 /** One queued address. */
@@ -55,8 +62,21 @@ bool nft_counters(const struct nft *n, struct nft_counters *out);
  * Learn the A and AAAA records of an answer as sent to a client: those
  * owned by the question's name or by a name its CNAME chain in the answer
  * leads to.  Each gets the record's TTL plus the grace period.
+ * @return true when an address is not in its set yet: the answer must
+ * wait for the commit (nft_hold), or a client that connects at once has
+ * its first packet dropped
  */
-void nft_learn(struct nft *n, const uint8_t *msg, size_t len);
+bool nft_learn(struct nft *n, const uint8_t *msg, size_t len);
+
+/**
+ * Keep a copy of an answer that nft_learn() said must wait, and send it
+ * to rt when the addresses are committed: before the loop next waits for
+ * events, together with every other answer held meanwhile.  If the commit
+ * fails the answer goes out all the same (DNS is never broken by the
+ * firewall), and is counted as unconfirmed.
+ * @return false when it cannot wait (no client, no memory): send it now
+ */
+bool nft_hold(struct nft *n, const struct reply_to *rt, const uint8_t *msg, size_t len);
 
 typedef void (*nft_addr_cb)(void *arg, int family, const uint8_t *addr, uint32_t ttl);
 

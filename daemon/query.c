@@ -40,11 +40,12 @@ static void log_decision(const struct server *s, const struct reply_to *rt,
 }
 
 /**
- * Add our OPT (when the client sent EDNS) and send, truncating to the
- * header and question with TC when the client cannot take the whole.
+ * Add our OPT (when the client sent EDNS), truncating to the header and
+ * question with TC when the client cannot take the whole.
+ * @return the length to send
  */
-static void finish(struct server *s, const struct reply_to *rt, const struct wire_query *q,
-		   size_t len, uint8_t ext_rcode, uint16_t ede_code, const char *ede_text)
+static size_t complete(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+		       size_t len, uint8_t ext_rcode, uint16_t ede_code, const char *ede_text)
 {
 	uint8_t *out = s->out;
 	size_t max = listener_max_reply(rt, q);
@@ -63,7 +64,24 @@ static void finish(struct server *s, const struct reply_to *rt, const struct wir
 		if (n)
 			len = n;
 	}
-	listener_reply(rt, out, len);
+	return len;
+}
+
+static void finish(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+		   size_t len, uint8_t ext_rcode, uint16_t ede_code, const char *ede_text)
+{
+	listener_reply(rt, s->out, complete(s, rt, q, len, ext_rcode, ede_code, ede_text));
+}
+
+/**
+ * Send an answer whose addresses went to the nftables sets; when one is
+ * new there, the answer waits for the commit (fresh), so that a client
+ * that connects at once is not dropped by the firewall.
+ */
+static void finish_learned(struct server *s, const struct reply_to *rt, size_t len, bool fresh)
+{
+	if (!fresh || !nft_hold(s->nft, rt, s->out, len))
+		listener_reply(rt, s->out, len);
 }
 
 static void reply_error(struct server *s, const struct reply_to *rt, const struct wire_query *q,
@@ -168,23 +186,19 @@ static void answer_local(struct server *s, const struct reply_to *rt, const stru
 	wire_put16(out + 6, (uint16_t)n);
 	if (n == 0)
 		len = put_soa(out, len, l->ttl); /* NODATA for other types */
-	else if (s->nft)
-		nft_learn(s->nft, out, len);
-	finish(s, rt, q, len, 0, 0, NULL);
+	bool fresh = n && s->nft && nft_learn(s->nft, out, len);
+	finish_learned(s, rt, complete(s, rt, q, len, 0, 0, NULL), fresh);
 }
 
 /** Send an answer already rendered into s->out. */
 static void answer_rendered(struct server *s, const struct reply_to *rt, const struct wire_query *q,
 			    size_t len, bool stale, enum verdict verdict)
 {
-	/* Before finish(): a reply cut for UDP still teaches the set its addresses. */
-	if (s->nft && verdict == VERDICT_ALLOW)
-		nft_learn(s->nft, s->out, len);
+	/* Before complete(): a reply cut for UDP still teaches the set its addresses. */
+	bool fresh = s->nft && verdict == VERDICT_ALLOW && nft_learn(s->nft, s->out, len);
 
-	if (stale)
-		finish(s, rt, q, len, 0, EDE_STALE, "");
-	else
-		finish(s, rt, q, len, 0, 0, NULL);
+	finish_learned(s, rt, stale ? complete(s, rt, q, len, 0, EDE_STALE, "")
+				    : complete(s, rt, q, len, 0, 0, NULL), fresh);
 }
 
 /** The cache key of a client's question: name, type, class, DO and CD. */

@@ -93,6 +93,25 @@ def connect(lab, ip):
     return lab.run("/usr/bin/python3", "-c", CONNECT, ip, check=False)
 
 
+# As docker and containerd do: resolve, then connect at once, with a short
+# connect timeout so that a dropped first SYN (retransmitted after 1 s) fails.
+RESOLVE_AND_CONNECT = ("import socket,sys,time\n"
+                       "t=time.monotonic()\n"
+                       "ai=socket.getaddrinfo(sys.argv[1], 443, socket.AF_INET, socket.SOCK_STREAM)\n"
+                       "try:\n"
+                       "    c=socket.create_connection((ai[0][4][0], 443), timeout=0.2)\n"
+                       "    print(c.recv(16).decode().strip(), round(time.monotonic()-t, 3))\n"
+                       "except OSError as e:\n"
+                       "    print('blocked', e); sys.exit(1)\n")
+
+
+def metrics(tmp_path):
+    out = subprocess.run([ACRDNSCTL, "-s", str(tmp_path / "control.sock"), "metrics"],
+                         capture_output=True, text=True).stdout
+    return {l.split()[0]: float(l.split()[1]) for l in out.splitlines()
+            if l.startswith("acrdns_nft_")}
+
+
 def set_elements(lab, name="allow4"):
     r = lab.run("nft", "-j", "list", "set", "inet", "acrdns", name)
     for item in json.loads(r.stdout)["nftables"]:
@@ -146,6 +165,29 @@ def test_client_reaches_registry_only_after_resolving_it(lab, daemon, tmp_path):
     assert added == ["acrdns_nft_addresses_total 1"] and errors == ["acrdns_nft_errors_total 0"]
 
 
+def test_first_connection_after_resolving_is_not_dropped(lab, daemon, tmp_path):
+    ruleset = tmp_path / "acrdns.nft"
+    ruleset.write_text(subprocess.run([ACRDNSD, "--print-nft"], capture_output=True, text=True,
+                                      check=True).stdout)
+    lab.run("nft", "-f", str(ruleset))
+    d = daemon(config(lab, tmp_path), start=False)
+    d.prefix = ["ip", "netns", "exec", lab.name]
+    d.start()
+    # The answer that carries the new address waits for the commit: the
+    # first SYN finds the address in the set.
+    r = lab.run("/usr/bin/python3", "-c", RESOLVE_AND_CONNECT, LOGIN, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("hello"), r.stdout + r.stderr
+    m = metrics(tmp_path)
+    assert m["acrdns_nft_answers_held_total"] >= 1
+    assert m["acrdns_nft_answers_unconfirmed_total"] == 0
+    # The address is in the set now: cache hits are not held again.
+    held = m["acrdns_nft_answers_held_total"]
+    for _ in range(3):
+        r = lab.run("/usr/bin/python3", "-c", RESOLVE_AND_CONNECT, LOGIN, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert metrics(tmp_path)["acrdns_nft_answers_held_total"] == held
+
+
 def test_missing_table_is_reported_and_dns_still_answers(lab, daemon, tmp_path):
     d = daemon(config(lab, tmp_path), start=False)
     d.prefix = ["ip", "netns", "exec", lab.name]
@@ -158,6 +200,8 @@ def test_missing_table_is_reported_and_dns_still_answers(lab, daemon, tmp_path):
     m = subprocess.run([ACRDNSCTL, "-s", str(tmp_path / "control.sock"), "metrics"],
                        capture_output=True, text=True).stdout
     assert "acrdns_nft_errors_total 1" in m
+    # The answer waited for the failed commit, and went out unconfirmed.
+    assert "acrdns_nft_answers_unconfirmed_total 1" in m
     # Once the table exists, the next answer fills it.
     r = subprocess.run([ACRDNSD, "--print-nft"], capture_output=True, text=True, check=True)
     (tmp_path / "r.nft").write_text(r.stdout)
