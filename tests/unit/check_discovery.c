@@ -16,6 +16,19 @@ static enum discovery_status parse(const char *doc, char ***list, char *why)
 	return discovery_parse(doc, strlen(doc), login, list, why, 600);
 }
 
+/** Assert that list holds exactly the names in want (NULL-terminated), then free it. */
+static void ck_list_is(char **list, const char *const *want)
+{
+	size_t i = 0;
+
+	for (; want[i]; i++) {
+		ck_assert_ptr_nonnull(list[i]);
+		ck_assert_str_eq(list[i], want[i]);
+	}
+	ck_assert_ptr_null(list[i]);
+	discovery_list_free(list);
+}
+
 START_TEST(show_endpoints_shape)
 {
 	char why[600], **list;
@@ -28,11 +41,9 @@ START_TEST(show_endpoints_shape)
 
 	ck_assert_int_eq(parse(doc, &list, why), DISCOVERY_OK);
 	/* lowercase, sorted, without duplicates or trailing dots */
-	ck_assert_str_eq(list[0], "contoso.eastus.data.azurecr.io");
-	ck_assert_str_eq(list[1], "contoso.eastus.geo.azurecr.io");
-	ck_assert_str_eq(list[2], "contoso.westus.data.azurecr.io");
-	ck_assert_ptr_null(list[3]);
-	discovery_list_free(list);
+	ck_list_is(list, (const char *const[]){ "contoso.eastus.data.azurecr.io",
+						"contoso.eastus.geo.azurecr.io",
+						"contoso.westus.data.azurecr.io", NULL });
 }
 END_TEST
 
@@ -58,17 +69,14 @@ START_TEST(arm_resource_shape)
 	      "  \"regionalEndpoints\": \"Enabled\",\n"
 	      "  \"regionalEndpointHostNames\": [ \"contoso.eastus.geo.azurecr.io\", \"contoso.westus2.geo.azurecr.io\" ] } }";
 	ck_assert_int_eq(parse(doc, &list, why), DISCOVERY_OK);
-	ck_assert_str_eq(list[0], "contoso.eastus.data.azurecr.io");
-	ck_assert_str_eq(list[1], "contoso.eastus.geo.azurecr.io");
-	ck_assert_str_eq(list[2], "contoso.westus2.geo.azurecr.io");
-	ck_assert_ptr_null(list[3]);
-	discovery_list_free(list);
+	ck_list_is(list, (const char *const[]){ "contoso.eastus.data.azurecr.io",
+						"contoso.eastus.geo.azurecr.io",
+						"contoso.westus2.geo.azurecr.io", NULL });
 	doc = "{ \"properties\": { \"loginServer\": \"contoso.azurecr.io\",\n"
 	      "  \"dataEndpointHostNames\": [ \"contoso.eastus.data.azurecr.io\" ],\n"
 	      "  \"regionalEndpoints\": \"Disabled\", \"regionalEndpointHostNames\": null } }";
 	ck_assert_int_eq(parse(doc, &list, why), DISCOVERY_OK);
-	ck_assert_ptr_null(list[1]);
-	discovery_list_free(list);
+	ck_list_is(list, (const char *const[]){ "contoso.eastus.data.azurecr.io", NULL });
 	/* A regional name of another registry rejects the document whole. */
 	doc = "{ \"properties\": { \"loginServer\": \"contoso.azurecr.io\",\n"
 	      "  \"dataEndpointHostNames\": [ \"contoso.eastus.data.azurecr.io\" ],\n"
