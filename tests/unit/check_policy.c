@@ -124,7 +124,9 @@ START_TEST(resolver_arpa_is_local_whatever_the_rules)
 	struct config *cfg;
 	char rule[400];
 	struct policy *p = build("upstreams = [ \"192.0.2.1\" ];\nmode = \"filter\";\n"
-				 "allow = [ \"*.resolver.arpa\", \"resolver.arpa\" ];\n", &cfg);
+				 "allow = [ \"*.resolver.arpa\", \"resolver.arpa\", \"_dns.resolver.arpa\",\n"
+				 "          \"*._dns.resolver.arpa\" ];\n"
+				 "deny = [ \"*.arpa\" ];\n", &cfg);
 	struct policy_decision d;
 	uint8_t wire[256];
 	/* One label of 15 bytes that ends as the zone's wire form does: not the zone. */
@@ -134,8 +136,9 @@ START_TEST(resolver_arpa_is_local_whatever_the_rules)
 	ck_rule_starts(rule, "local resolver.arpa (built in");
 	ck_assert_int_eq(decide(p, "RESOLVER.ARPA", NULL), VERDICT_LOCAL);
 	ck_assert_int_eq(decide(p, "a.b._dns.resolver.arpa", NULL), VERDICT_LOCAL);
-	ck_assert_int_eq(decide(p, "xresolver.arpa", NULL), VERDICT_PASS);
+	ck_assert_int_eq(decide(p, "xresolver.arpa", NULL), VERDICT_DENY);
 	ck_assert_int_eq(decide(p, "arpa", NULL), VERDICT_PASS);
+	ck_assert_int_eq(decide(p, "in-addr.arpa", NULL), VERDICT_DENY);
 	ck_assert_int_eq(decide_wire(p, one_label, sizeof(one_label), NULL), VERDICT_PASS);
 	int n = wire_name_from_str("_dns.resolver.arpa", wire);
 	policy_decide(p, wire, (size_t)n, &d);
