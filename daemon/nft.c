@@ -235,7 +235,6 @@ struct nft {
 	ev_prepare commit_now;   /**< started while answers are held */
 	struct held *held, **held_tail;
 	size_t n_held;
-	bool learn_fresh;        /**< nft_learn(): an address of this answer is new */
 	struct nft_counters n;
 	ev_tstamp last_error_log;
 	uint64_t errors_unlogged;
@@ -308,13 +307,15 @@ static void release(struct nft *n, bool ok)
 static void commit(struct nft *n)
 {
 	size_t count = n->n_queue;
-	size_t len = count ? nft_batch_text(&n->cfg, n->queue, count, n->buf, n->buflen) : 1;
 	bool ok = false;
 
 	ev_timer_stop(n->srv->loop, &n->flush);
 	if (!count) {
-		ok = true;
-	} else if (!len) {
+		release(n, true); /* nothing new since the last commit: the held may go */
+		return;
+	}
+	size_t len = nft_batch_text(&n->cfg, n->queue, count, n->buf, n->buflen);
+	if (!len) {
 		n->n.errors++;
 		forget(n, n->queue, count);
 		report(n, "batch too long", "internal limit");
@@ -457,21 +458,26 @@ static bool learn_addr(struct nft *n, int family, const uint8_t *raw, uint32_t t
 	return e->fresh;
 }
 
+struct learning {
+	struct nft *n;
+	bool fresh;   /**< an address of the answer is new to its set */
+};
+
 static void learn_cb(void *arg, int family, const uint8_t *addr, uint32_t ttl)
 {
-	struct nft *n = arg;
+	struct learning *l = arg;
 
-	if (learn_addr(n, family, addr, ttl))
-		n->learn_fresh = true;
+	if (learn_addr(l->n, family, addr, ttl))
+		l->fresh = true;
 }
 
 bool nft_learn(struct nft *n, const uint8_t *msg, size_t len)
 {
-	if (!n)
-		return false;
-	n->learn_fresh = false;
-	nft_answer_addresses(msg, len, learn_cb, n);
-	return n->learn_fresh;
+	struct learning l = { n, false };
+
+	if (n)
+		nft_answer_addresses(msg, len, learn_cb, &l);
+	return l.fresh;
 }
 
 bool nft_counters(const struct nft *n, struct nft_counters *out)
