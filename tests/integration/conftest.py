@@ -223,3 +223,25 @@ mode = "{mode}";
 log = {{ level = "debug"; queries = "all"; }};
 {extra}
 '''
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Under make check the whole report goes to run.sh.log: name each failed
+    test, with the first lines of why, on the terminal too."""
+    fd = os.environ.get("ACRDNS_CONSOLE_FD")
+    if not fd:
+        return
+    bad = terminalreporter.stats.get("failed", []) + terminalreporter.stats.get("error", [])
+    if not bad:
+        return
+    try:
+        console = os.fdopen(int(fd), "w", closefd=False)
+    except (OSError, ValueError):
+        return
+    with console:
+        for rep in bad:
+            crash = getattr(rep.longrepr, "reprcrash", None)
+            why = (crash.message if crash else str(rep.longrepr)).splitlines()
+            console.write(f"integration: {rep.nodeid} ({rep.when}): {why[0] if why else ''}\n")
+            for line in why[1:6]:
+                console.write(f"integration:     {line}\n")

@@ -25,6 +25,24 @@ char *unit_tmpfile(const char *name, const char *text)
 	return path;
 }
 
+/* Under make check the report goes to check_acrdns.log: name each failure
+ * on the terminal too, through the descriptor the harness leaves open. */
+static void tell_console(SRunner *sr)
+{
+	const char *fd = getenv("ACRDNS_CONSOLE_FD");
+	int n = srunner_ntests_failed(sr);
+	FILE *f;
+
+	if (!fd || n == 0 || !(f = fdopen(dup(atoi(fd)), "w")))
+		return;
+	TestResult **tr = srunner_failures(sr);
+	for (int i = 0; i < n; i++)
+		fprintf(f, "unit: %s:%d: %s: %s\n", tr_lfile(tr[i]), tr_lno(tr[i]), tr_tcname(tr[i]),
+			tr_msg(tr[i]));
+	free(tr);
+	fclose(f);
+}
+
 int main(void)
 {
 	SRunner *sr;
@@ -41,6 +59,7 @@ int main(void)
 	srunner_add_suite(sr, nft_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
+	tell_console(sr);
 	srunner_free(sr);
 	char cmd[64];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
