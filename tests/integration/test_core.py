@@ -464,8 +464,8 @@ def test_failover_to_second_upstream(upstream, upstream2, daemon):
     start = time.monotonic()
     r = d.query("fo2.example.com")
     assert r.answer[0][0].address == "192.0.2.17"
-    assert time.monotonic() - start < 0.3
-    assert upstream.count("fo2.example.com") == 0
+    assert upstream.count("fo2.example.com") == 0       # never asked the dead one
+    assert time.monotonic() - start < 1.0               # nor waited for it
 
 
 def test_servfail_from_upstream_tries_the_other(upstream, upstream2, daemon):

@@ -132,7 +132,7 @@ def test_command_that_hangs_is_killed_and_dns_keeps_answering(upstream, daemon, 
     start = time.monotonic()
     # DNS answers while the command runs.
     assert d.query("www.example.com").answer
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 0.9      # not after the 1 s kill
     assert d.wait_log(f"command {script} killed after 1 s", timeout=4)
     assert running(str(script)) == []
 
