@@ -375,7 +375,7 @@ static void tx_flush(void)
 		int n = sendmmsg(l->udp_fd, tx.msgs + sent, tx.n - sent, MSG_DONTWAIT);
 		if (n <= 0) {
 			/* A full socket buffer loses what is left, as a lost datagram would. */
-			l->srv->stats.send_errors += tx.n - sent;
+			STAT_ADD_SHARED(l->srv->stats.send_errors, tx.n - sent);
 			break;
 		}
 		sent += (unsigned)n;
@@ -469,7 +469,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 					workers_forward(l, rx.buf[i], rx.msgs[i].msg_len, &rt);
 				continue;
 			}
-			l->srv->stats.queries_udp++;
+			STAT_INC(l->srv->stats.queries_udp);
 			query_handle(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt);
 		}
 		tx_flush();
@@ -505,7 +505,7 @@ static void udp_send(const struct reply_to *rt, const uint8_t *msg, size_t len)
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	reply_msghdr(rt, &mh, &peer, &ctl);
 	if (sendmsg(rt->udp->udp_fd, &mh, MSG_DONTWAIT) < 0)
-		rt->udp->srv->stats.send_errors++;
+		STAT_ADD_SHARED(rt->udp->srv->stats.send_errors, 1);
 }
 
 /* ---- TCP ---- */
@@ -578,7 +578,7 @@ static void conn_read_messages(struct tcp_conn *c)
 		if (c->rlen - off < 2 + mlen)
 			break;
 		struct reply_to rt = { .tcp = c, .peer = c->peer, .peer_len = c->peer_len };
-		c->srv->stats.queries_tcp++;
+		STAT_INC(c->srv->stats.queries_tcp);
 		c->last_progress = ev_now(c->srv->loop);
 		/* The message is handled in place; query_handle copies what it keeps. */
 		query_handle(c->srv, c->rbuf + off + 2, mlen, &rt);
@@ -671,7 +671,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		for (struct tcp_conn *o = conns.next; o != &conns; o = o->next)
 			same += peer_equal(&o->peer, &peer);
 		if (l->srv->tcp_conns >= cfg->tcp_max_connections || same >= cfg->tcp_max_per_client) {
-			l->srv->stats.tcp_refused++;
+			STAT_INC(l->srv->stats.tcp_refused);
 			close(fd);
 			continue;
 		}
@@ -717,7 +717,7 @@ static void tcp_send(struct tcp_conn *c, const uint8_t *msg, size_t len)
 			cap *= 2;
 		uint8_t *b = realloc(c->wbuf, cap);
 		if (!b) {
-			c->srv->stats.send_errors++;
+			STAT_ADD_SHARED(c->srv->stats.send_errors, 1);
 			return;
 		}
 		c->wbuf = b;

@@ -56,7 +56,7 @@ static size_t complete(struct server *s, const struct reply_to *rt, const struct
 		wire_put16(out + 2, wire_get16(out + 2) | WIRE_TC);
 		memset(out + 6, 0, 6);
 		ede_text = NULL;
-		s->stats.truncated++;
+		STAT_INC(s->stats.truncated);
 	}
 	if (q->edns) {
 		size_t n = wire_opt_append(out, len, sizeof(s->out) - 2, ext_rcode, q->edns_do,
@@ -258,12 +258,12 @@ static void note_decision(struct server *s, const struct reply_to *rt, const str
 	if (logged)
 		log_decision(s, rt, q, d, rule, NULL);
 	if (rt->udp || rt->tcp)
-		s->stats.verdicts[rt->tcp != NULL][d->verdict & 3]++;
+		STAT_INC(s->stats.verdicts[rt->tcp != NULL][d->verdict & 3]);
 	switch (d->verdict) {
-	case VERDICT_LOCAL: s->stats.local++; break;
-	case VERDICT_DENY: s->stats.denied++; break;
-	case VERDICT_ALLOW: s->stats.allowed++; break;
-	case VERDICT_PASS: s->stats.passed++; break;
+	case VERDICT_LOCAL: STAT_INC(s->stats.local); break;
+	case VERDICT_DENY: STAT_INC(s->stats.denied); break;
+	case VERDICT_ALLOW: STAT_INC(s->stats.allowed); break;
+	case VERDICT_PASS: STAT_INC(s->stats.passed); break;
 	}
 }
 
@@ -299,10 +299,10 @@ bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_t
 	bool cached = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS;
 	if (cached && !fetch_fresh(s, &q, d.verdict, &out_len))
 		return false;
-	s->stats.queries_udp++;
+	STAT_INC(s->stats.queries_udp);
 	note_decision(s, rt, &q, &d, rule, sizeof(rule));
 	if (cached) {
-		s->stats.cache_hits++;
+		STAT_INC(s->stats.cache_hits);
 		answer_rendered(s, rt, &q, out_len, false, d.verdict);
 	} else {
 		answer_decided(s, rt, &q, &d, rule);
@@ -318,34 +318,34 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	enum wire_query_status st = wire_query_parse(msg, len, &q);
 
 	if (st == WIRE_Q_DROP) {
-		s->stats.dropped++;
+		STAT_INC(s->stats.dropped);
 		return;
 	}
 	if (!access_allowed(s->cfg, &rt->peer)) {
-		s->stats.refused_access++;
+		STAT_INC(s->stats.refused_access);
 		reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
 		return;
 	}
 	if (s->rl && !rate_exempt(s->cfg, &rt->peer) &&
 	    !ratelimit_allow(s->rl, (const struct sockaddr *)&rt->peer, server_now_ms())) {
-		s->stats.rate_limited++;
+		STAT_INC(s->stats.rate_limited);
 		if (!s->cfg->rate_limit.drop)
 			reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
 		return;
 	}
 	switch (st) {
 	case WIRE_Q_FORMERR:
-		s->stats.formerr++;
+		STAT_INC(s->stats.formerr);
 		/* Echo no OPT we could not read whole. */
 		q.edns = false;
 		reply_error(s, rt, &q, LDNS_RCODE_FORMERR);
 		return;
 	case WIRE_Q_NOTIMP:
-		s->stats.notimp++;
+		STAT_INC(s->stats.notimp);
 		reply_error(s, rt, &q, LDNS_RCODE_NOTIMPL);
 		return;
 	case WIRE_Q_BADVERS:
-		s->stats.badvers++;
+		STAT_INC(s->stats.badvers);
 		reply_error(s, rt, &q, 16 /* BADVERS, RFC 6891 */);
 		return;
 	default:
@@ -354,15 +354,15 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	int special = special_type_rcode(q.qtype);
 	if (special) {
 		if (special == LDNS_RCODE_FORMERR)
-			s->stats.formerr++;
+			STAT_INC(s->stats.formerr);
 		else
-			s->stats.notimp++;
+			STAT_INC(s->stats.notimp);
 		reply_error(s, rt, &q, (uint16_t)special);
 		return;
 	}
 	if (q.qclass != LDNS_RR_CLASS_IN) {
 		/* CHAOS and the rest are not the registry's business. */
-		s->stats.refused_class++;
+		STAT_INC(s->stats.refused_class);
 		reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
 		return;
 	}
@@ -374,15 +374,15 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 
 	size_t out_len;
 	if (fetch_fresh(s, &q, d.verdict, &out_len)) {
-		s->stats.cache_hits++;
+		STAT_INC(s->stats.cache_hits);
 		answer_rendered(s, rt, &q, out_len, false, d.verdict);
 		return;
 	}
-	s->stats.cache_misses++;
+	STAT_INC(s->stats.cache_misses);
 
 	struct query_client *c = malloc(sizeof(*c));
 	if (!c) {
-		s->stats.servfail++;
+		STAT_INC(s->stats.servfail);
 		reply_error(s, rt, &q, LDNS_RCODE_SERVFAIL);
 		return;
 	}
@@ -434,7 +434,7 @@ void query_answer(struct server *s, struct query_client *c, const struct cache_m
 void query_answer_rendered(struct server *s, struct query_client *c, size_t len, bool stale)
 {
 	if (stale)
-		s->stats.stale_served++;
+		STAT_INC(s->stats.stale_served);
 	answer_rendered(s, &c->rt, &c->q, len, stale, c->verdict);
 	client_done(c);
 }
@@ -443,7 +443,7 @@ void query_fail(struct server *s, struct query_client *c)
 {
 	size_t len = wire_reply_begin(s->out, &c->q, LDNS_RCODE_SERVFAIL);
 
-	s->stats.servfail++;
+	STAT_INC(s->stats.servfail);
 	finish(s, &c->rt, &c->q, len, 0, EDE_NO_REACHABLE, "no upstream answered");
 	client_done(c);
 }
@@ -462,7 +462,7 @@ void query_deny_chain(struct server *s, struct query_client *c, enum chain_check
 		policy_describe(s->policy, d, rule, sizeof(rule));
 		wire_name_str(target, via);
 	}
-	s->stats.cname_denied++;
+	STAT_INC(s->stats.cname_denied);
 	if (s->cfg->log_queries != QLOG_NONE)
 		log_decision(s, &c->rt, &c->q, d, rule, via);
 	answer_deny(s, &c->rt, &c->q, rule);

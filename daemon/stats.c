@@ -39,5 +39,5 @@ void stats_add(struct stats *sum, const struct stats *s)
 		*(uint64_t *)(void *)((char *)sum + f->offset) += stats_get(s, f);
 	for (int t = 0; t < 2; t++)
 		for (int v = 0; v < 4; v++)
-			sum->verdicts[t][v] += s->verdicts[t][v];
+			sum->verdicts[t][v] += __atomic_load_n(&s->verdicts[t][v], __ATOMIC_RELAXED);
 }

@@ -34,10 +34,23 @@ struct stats_field {
 };
 extern const struct stats_field stats_fields[];
 
+/*
+ * A worker thread bumps its own counters while the main loop sums them for
+ * the log, the control socket and the metrics.  Relaxed atomic loads and
+ * stores make that sum well defined and cost what ++ costs: each counter
+ * has one writer.  send_errors has two (the main loop answers questions a
+ * worker handed over, on the worker's socket): it adds atomically.
+ */
+#define STAT_ADD(field, n) \
+	__atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define STAT_INC(field) STAT_ADD(field, 1)
+#define STAT_ADD_SHARED(field, n) ((void)__atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED))
+
 /** @return the value of field f in s. */
 static inline uint64_t stats_get(const struct stats *s, const struct stats_field *f)
 {
-	return *(const uint64_t *)(const void *)((const char *)s + f->offset);
+	return __atomic_load_n((const uint64_t *)(const void *)((const char *)s + f->offset),
+			       __ATOMIC_RELAXED);
 }
 
 /** Add every counter of s to sum. */

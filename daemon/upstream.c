@@ -357,7 +357,7 @@ static void server_error(struct upstreams *u, const struct cfg_addr *addr)
 {
 	struct upstream_server *sv = server_of(u, addr);
 
-	u->srv->stats.upstream_errors++;
+	STAT_INC(u->srv->stats.upstream_errors);
 	if (sv)
 		sv->n.errors++;
 }
@@ -802,7 +802,7 @@ static bool attempt_tcp(struct attempt *a, const struct cfg_addr *addr)
 	ev_io_init(&a->io, attempt_io_cb, fd, EV_WRITE);
 	a->io.data = a;
 	ev_io_start(s->loop, &a->io);
-	s->stats.upstream_tcp++;
+	STAT_INC(s->stats.upstream_tcp);
 	return true;
 }
 
@@ -828,7 +828,7 @@ static bool attempt_start(struct inflight *f, const struct cfg_addr *addr, bool 
 	f->n_att++;
 	if (a->fd < 0)
 		return true;
-	s->stats.upstream_sent++;
+	STAT_INC(s->stats.upstream_sent);
 	struct upstream_server *sv = server_of(f->u, addr);
 	if (sv)
 		sv->n.sent++;
@@ -909,7 +909,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (f->n_att > 0) {
 		struct attempt *last = &f->att[f->n_att - 1];
 		struct upstream_server *sv = server_of(f->u, &last->addr);
-		f->u->srv->stats.upstream_timeouts++;
+		STAT_INC(f->u->srv->stats.upstream_timeouts);
 		if (sv)
 			sv->n.timeouts++;
 		server_penalise(sv, ev_now(loop));
@@ -1030,7 +1030,7 @@ static void udp_reply(struct attempt *a)
 			continue; /* the late reply to the socket's previous question */
 		int rc = check_reply(a, buf, (size_t)n);
 		if (rc == 0) {
-			s->stats.upstream_bogus++;
+			STAT_INC(s->stats.upstream_bogus);
 			continue;
 		}
 		server_sample(server_of(f->u, &a->addr), ev_now(s->loop) - a->sent, ev_now(s->loop));
@@ -1099,7 +1099,7 @@ static void tcp_io(struct attempt *a, int revents)
 		return;
 	int rc = check_reply(a, a->tbuf + 2, wire_get16(a->tbuf));
 	if (rc == 0) {
-		s->stats.upstream_bogus++;
+		STAT_INC(s->stats.upstream_bogus);
 		attempt_failed(a);
 		return;
 	}
@@ -1126,7 +1126,7 @@ void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct q
 	struct inflight **pp = slot_of(u, key, h), *f = *pp;
 
 	if (f) {
-		s->stats.merged++;
+		STAT_INC(s->stats.merged);
 		c->next = f->clients;
 		f->clients = c;
 		if (f->stale_served)
@@ -1134,7 +1134,7 @@ void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct q
 		return;
 	}
 	if (u->count >= UPSTREAM_MAX_INFLIGHT) {
-		s->stats.inflight_full++;
+		STAT_INC(s->stats.inflight_full);
 		query_fail(s, c);
 		return;
 	}

@@ -75,7 +75,7 @@ static void drain(struct workers *ws)
 	while (list) {
 		struct fwd *f = list;
 		list = f->next;
-		ws->main->stats.queries_udp++;
+		STAT_INC(ws->main->stats.queries_udp);
 		query_handle(ws->main, f->msg, f->len, &f->rt);
 		free(f);
 	}
@@ -96,7 +96,7 @@ void workers_forward(struct listener *l, const uint8_t *msg, size_t len, const s
 	bool first;
 
 	if (!f) {
-		wk->srv.stats.dropped++;
+		STAT_INC(wk->srv.stats.dropped);
 		return;
 	}
 	f->next = NULL;
@@ -107,7 +107,7 @@ void workers_forward(struct listener *l, const uint8_t *msg, size_t len, const s
 	if (ws->queued >= FORWARD_MAX) {
 		pthread_mutex_unlock(&ws->mu);
 		free(f);
-		wk->srv.stats.dropped++;
+		STAT_INC(wk->srv.stats.dropped);
 		return;
 	}
 	first = ws->queued++ == 0;
