@@ -1,7 +1,8 @@
 /**
  * \file stats.h
- * Counters the daemon keeps about itself.  Plain integers bumped on the
- * query path; written to the log on SIGUSR1 and at shutdown.
+ * Counters the daemon keeps about itself, one set per event loop, bumped
+ * on the query path with STAT_INC(); written to the log on SIGUSR1 and at
+ * shutdown.
  */
 #ifndef ACRDNS_STATS_H
 #define ACRDNS_STATS_H
