@@ -1,4 +1,5 @@
 """Fixtures: a scripted upstream and the real acrdnsd started against it."""
+import json
 import os
 import re
 import signal
@@ -178,6 +179,27 @@ class Daemon:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def ctl(self, *args, check=True):
+        """Run acrdnsctl against this daemon's control socket; its output."""
+        sock = re.search(r'^\s*control_socket\s*=\s*"([^"]+)"', self.conf.read_text(), re.M).group(1)
+        r = subprocess.run([ACRDNSCTL, "-s", sock, *args], capture_output=True, text=True, timeout=10)
+        if check:
+            assert r.returncode == 0, r.stderr
+        return r
+
+    def status(self):
+        """The daemon's `acrdnsctl --json status`, as a dict."""
+        return json.loads(self.ctl("--json", "status").stdout)
+
+    def wait_for(self, predicate, timeout=5.0):
+        """Poll predicate() until it holds; its last value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            v = predicate()
+            if v or time.monotonic() >= deadline:
+                return v
+            time.sleep(0.02)
 
 
 @pytest.fixture
