@@ -28,6 +28,7 @@
 #include "notify.h"
 #include "policy.h"
 #include "privs.h"
+#include "query.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "upstream.h"
@@ -107,7 +108,7 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 				next[i] = NULL; /* listed twice: the second is an error below */
 		if (!next[i]) {
 			fresh[i] = true;
-			if (!(next[i] = listener_open(s, &cfg->listen[i])))
+			if (!(next[i] = listener_open(s, &cfg->listen[i], query_listener_handle, s)))
 				rc = -1;
 		}
 	}
@@ -500,7 +501,7 @@ int main(int argc, char **argv)
 	if (reconcile_listeners(s, cfg) < 0)
 		return 1;
 	if (s->activated) {
-		struct listener *rest = listener_adopt_inherited(s);
+		struct listener *rest = listener_adopt_inherited(s, query_listener_handle, s);
 		while (rest) {
 			struct listener *l = rest;
 			rest = l->next;

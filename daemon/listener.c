@@ -17,9 +17,7 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
-#include "query.h"
 #include "server.h"
-#include "worker.h"
 
 #define UDP_BATCH 32
 #define TCP_MAX_PENDING 64
@@ -43,6 +41,9 @@ struct tcp_conn {
 	size_t rlen;
 	uint8_t *wbuf;
 	size_t wlen, wcap;
+	listener_handler handler;
+	void *handler_arg;
+	ev_idle resume;       /**< never started: fed to resume reading from the loop */
 	unsigned pending;     /**< queries waiting for upstream */
 	unsigned refs;        /**< pending + 1 while the socket is open */
 	bool eof;             /**< the client finished sending */
@@ -116,7 +117,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void set_options(int fd, const struct cfg_addr *a, int type, bool wildcard);
 
-struct listener *listener_adopt_inherited(struct server *srv)
+struct listener *listener_adopt_inherited(struct server *srv, listener_handler handler, void *arg)
 {
 	struct listener *list = NULL;
 
@@ -129,6 +130,8 @@ struct listener *listener_adopt_inherited(struct server *srv)
 		struct cfg_addr addr = inherited[0].addr;
 		l->srv = srv;
 		l->addr = addr;
+		l->handler = handler;
+		l->handler_arg = arg;
 		l->inherited = true;
 		l->wildcard = addr_is_wildcard(&addr);
 		l->udp_fd = take_inherited(&addr, SOCK_DGRAM);
@@ -221,7 +224,8 @@ static void bind_error(const struct cfg_addr *addr, const char *name, const char
 }
 
 /** UDP and, unless for a worker, TCP on addr. */
-static struct listener *open_listener(struct server *srv, const struct cfg_addr *addr, bool worker)
+static struct listener *open_listener(struct server *srv, const struct cfg_addr *addr, bool worker,
+				      listener_handler handler, void *arg)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 	char name[64];
@@ -234,6 +238,8 @@ static struct listener *open_listener(struct server *srv, const struct cfg_addr 
 	l->srv = srv;
 	l->addr = *addr;
 	l->worker = worker;
+	l->handler = handler;
+	l->handler_arg = arg;
 	l->wildcard = addr_is_wildcard(addr);
 	l->tcp_fd = -1;
 	l->udp_fd = open_socket(addr, SOCK_DGRAM, l->wildcard, &l->udp_passed);
@@ -254,14 +260,16 @@ static struct listener *open_listener(struct server *srv, const struct cfg_addr 
 	return l;
 }
 
-struct listener *listener_open(struct server *srv, const struct cfg_addr *addr)
+struct listener *listener_open(struct server *srv, const struct cfg_addr *addr,
+			       listener_handler handler, void *arg)
 {
-	return open_listener(srv, addr, false);
+	return open_listener(srv, addr, false, handler, arg);
 }
 
-struct listener *listener_open_worker(struct server *shadow, const struct cfg_addr *addr)
+struct listener *listener_open_worker(struct server *shadow, const struct cfg_addr *addr,
+				      listener_handler handler, void *arg)
 {
-	return open_listener(shadow, addr, true);
+	return open_listener(shadow, addr, true, handler, arg);
 }
 
 void listener_start(struct listener *l)
@@ -464,13 +472,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 					rt.has_local = true;
 				}
 			}
-			if (l->worker) {
-				if (!query_fast(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt))
-					workers_forward(l, rx.buf[i], rx.msgs[i].msg_len, &rt);
-				continue;
-			}
-			STAT_INC(l->srv->stats.queries_udp);
-			query_handle(l->srv, rx.buf[i], rx.msgs[i].msg_len, &rt);
+			l->handler(l->handler_arg, rx.buf[i], rx.msgs[i].msg_len, &rt);
 		}
 		tx_flush();
 		tx.in_rx = false;
@@ -524,6 +526,7 @@ static void conn_close(struct tcp_conn *c)
 	ev_io_stop(c->srv->loop, &c->rio);
 	ev_io_stop(c->srv->loop, &c->wio);
 	ev_timer_stop(c->srv->loop, &c->idle);
+	ev_idle_stop(c->srv->loop, &c->resume);   /* drops a resume fed but not yet run */
 	close(c->fd);
 	c->fd = -1;
 	c->prev->next = c->next;
@@ -578,10 +581,9 @@ static void conn_read_messages(struct tcp_conn *c)
 		if (c->rlen - off < 2 + mlen)
 			break;
 		struct reply_to rt = { .tcp = c, .peer = c->peer, .peer_len = c->peer_len };
-		STAT_INC(c->srv->stats.queries_tcp);
 		c->last_progress = ev_now(c->srv->loop);
-		/* The message is handled in place; query_handle copies what it keeps. */
-		query_handle(c->srv, c->rbuf + off + 2, mlen, &rt);
+		/* The message is handled in place; the handler copies what it keeps. */
+		c->handler(c->handler_arg, c->rbuf + off + 2, mlen, &rt);
 		off += 2 + mlen;
 	}
 	if (c->fd < 0)
@@ -620,6 +622,25 @@ static void tcp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	c->rlen += (size_t)n;
+	c->refs++; /* the connection may close while its messages are handled */
+	conn_read_messages(c);
+	if (--c->refs == 0)
+		conn_free(c);
+}
+
+/**
+ * Read again on a connection that was paused at TCP_MAX_PENDING, now that
+ * answers went out.  Runs from the loop (fed by listener_release), so no
+ * query is handled while another one's answer is being given.
+ */
+static void tcp_resume_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	struct tcp_conn *c = w->data;
+	(void)revents;
+
+	if (c->fd < 0 || c->eof || c->pending >= TCP_MAX_PENDING)
+		return;
+	ev_io_start(loop, &c->rio);
 	c->refs++; /* the connection may close while its messages are handled */
 	conn_read_messages(c);
 	if (--c->refs == 0)
@@ -682,6 +703,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			continue;
 		}
 		c->srv = l->srv;
+		c->handler = l->handler;
+		c->handler_arg = l->handler_arg;
 		c->fd = fd;
 		c->peer = peer;
 		c->peer_len = plen;
@@ -691,7 +714,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		ev_io_init(&c->rio, tcp_read_cb, fd, EV_READ);
 		ev_io_init(&c->wio, tcp_write_cb, fd, EV_WRITE);
 		ev_timer_init(&c->idle, tcp_idle_cb, c->idle_timeout, c->idle_timeout);
-		c->rio.data = c->wio.data = c->idle.data = c;
+		ev_idle_init(&c->resume, tcp_resume_cb);
+		c->rio.data = c->wio.data = c->idle.data = c->resume.data = c;
 		ev_io_start(loop, &c->rio);
 		ev_timer_start(loop, &c->idle);
 		c->next = conns.next;
@@ -775,10 +799,8 @@ void listener_release(struct reply_to *rt)
 	}
 	if (c->fd < 0)
 		return;
-	if (!c->eof && c->pending < TCP_MAX_PENDING && !ev_is_active(&c->rio)) {
-		ev_io_start(c->srv->loop, &c->rio);
-		conn_read_messages(c);
-	}
+	if (!c->eof && c->pending < TCP_MAX_PENDING && !ev_is_active(&c->rio))
+		ev_feed_event(c->srv->loop, &c->resume, EV_CUSTOM);
 	conn_maybe_finish(c);
 }
 

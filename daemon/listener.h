@@ -1,8 +1,10 @@
 /**
  * \file listener.h
  * The sockets clients talk to: UDP and TCP on each `listen` address.
- * Packets and TCP messages are handed to query_handle() with a reply_to
- * that says how to answer; nothing above this layer touches a socket.
+ * Each listener is handed its handler when it is opened (as unbound's
+ * listen_create(..., worker_handle_request, worker)); packets and TCP
+ * messages go to it with a reply_to that says how to answer.  The
+ * listener knows nothing of the layers above it.
  */
 #ifndef ACRDNS_LISTENER_H
 #define ACRDNS_LISTENER_H
@@ -16,8 +18,15 @@
 #include "config.h"
 #include "wire.h"
 
+struct reply_to;
 struct server;
 struct tcp_conn;
+
+/**
+ * What a listener does with each message a client sends.  The message is
+ * valid only during the call; rt may be copied to answer later.
+ */
+typedef void (*listener_handler)(void *arg, const uint8_t *msg, size_t len, struct reply_to *rt);
 
 /**
  * How to answer one query: the socket, the peer and, for wildcard binds,
@@ -46,14 +55,18 @@ struct listener {
 	int udp_fd, tcp_fd;       /**< -1: none (a passed socket of one type only) */
 	unsigned held;            /**< UDP queries waiting for upstream that will answer here */
 	bool closed;              /**< closed by a reload; freed when nothing is held */
+	listener_handler handler;
+	void *handler_arg;
 	ev_io udp_io, tcp_io;
 };
 
 /**
  * Open UDP and TCP sockets on addr (not yet watched).
+ * @param handler called with each query message, and arg
  * @return the listener, or NULL with the reason logged
  */
-struct listener *listener_open(struct server *srv, const struct cfg_addr *addr);
+struct listener *listener_open(struct server *srv, const struct cfg_addr *addr,
+			       listener_handler handler, void *arg);
 
 /**
  * Take the sockets passed by socket activation.  listener_open() uses one
@@ -63,7 +76,7 @@ struct listener *listener_open(struct server *srv, const struct cfg_addr *addr);
 size_t listener_inherit(void);
 
 /** @return listeners for the passed sockets no listener_open() took (not yet watched). */
-struct listener *listener_adopt_inherited(struct server *srv);
+struct listener *listener_adopt_inherited(struct server *srv, listener_handler handler, void *arg);
 
 /** Bind UDP sockets with SO_REUSEPORT from now on, so that workers can share them. */
 void listener_set_reuseport(bool on);
@@ -72,7 +85,8 @@ void listener_set_reuseport(bool on);
  * Open a worker's UDP socket on addr, beside the main loop's (SO_REUSEPORT).
  * @return the listener (not yet watched), or NULL with the reason logged
  */
-struct listener *listener_open_worker(struct server *shadow, const struct cfg_addr *addr);
+struct listener *listener_open_worker(struct server *shadow, const struct cfg_addr *addr,
+				      listener_handler handler, void *arg);
 
 /** Start watching a listener's sockets on the server's loop. */
 void listener_start(struct listener *l);
@@ -93,7 +107,12 @@ size_t listener_max_reply(const struct reply_to *rt, const struct wire_query *q)
 /** A query on this reply_to waits for upstream: keep its TCP connection. */
 void listener_hold(struct reply_to *rt);
 
-/** The waiting query was answered or abandoned. */
+/**
+ * The waiting query was answered or abandoned.  A TCP connection paused
+ * at its limit of pending queries resumes reading from the event loop,
+ * never from inside this call: the caller may be walking a list of
+ * clients that a new query would join.
+ */
 void listener_release(struct reply_to *rt);
 
 /**

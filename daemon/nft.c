@@ -6,7 +6,7 @@
  * answer with an address new to its set is held, and the queue committed
  * just before the loop next waits, so everything learned in one pass of
  * the loop costs one transaction and the held answers go out right after
- * it.  Refreshes of addresses already in a set wait for a timer instead.
+ * it (nft tells their owner, which sends them).  Refreshes of addresses already in a set wait for a timer instead.
  * A failure (no table, no permission) is counted and logged, and the DNS
  * answers go out regardless.
  */
@@ -22,7 +22,6 @@
 #endif
 
 #include "hash.h"
-#include "listener.h"
 #include "log.h"
 #include "nft.h"
 #include "server.h"
@@ -215,14 +214,6 @@ struct seen {
 	uint32_t queued;         /**< queue index + 1 while queued in this batch, else 0 */
 };
 
-/** An answer waiting for the commit of its addresses. */
-struct held {
-	struct held *next;
-	struct reply_to rt;
-	size_t len;
-	uint8_t msg[];
-};
-
 struct nft {
 	struct server *srv;
 	struct nft_ctx *ctx;
@@ -233,7 +224,7 @@ struct nft {
 	size_t n_queue;
 	ev_timer flush;
 	ev_prepare commit_now;   /**< started while answers are held */
-	struct held *held, **held_tail;
+	struct nft_waiter *held, **held_tail;
 	size_t n_held;
 	struct nft_counters n;
 	ev_tstamp last_error_log;
@@ -281,27 +272,24 @@ static void forget(struct nft *n, const struct nft_item *items, size_t count)
 	}
 }
 
-/** Send the held answers, now that their addresses are committed (ok) or not. */
+/** Tell the owners of the held answers that they may go, now that their addresses are committed (ok) or not. */
 static void release(struct nft *n, bool ok)
 {
-	struct held *h = n->held, *next;
+	struct nft_waiter *w = n->held, *next;
 
-	if (!h)
+	if (!w)
 		return;
 	ev_prepare_stop(n->srv->loop, &n->commit_now);
 	n->held = NULL;
 	n->held_tail = &n->held;
 	n->n_held = 0;
-	for (; h; h = next) {
-		next = h->next;
+	for (; w; w = next) {
+		next = w->next;
 		if (!ok)
 			n->n.unconfirmed++;
-		listener_reply(&h->rt, h->msg, h->len);
-		listener_release(&h->rt);
-		free(h);
+		w->confirmed = ok;
+		w->go(w, next == NULL);
 	}
-	/* Out now: this may run after the listener's own flush in this pass. */
-	listener_flush();
 }
 
 static void commit(struct nft *n)
@@ -356,28 +344,20 @@ static void commit_now_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	commit(w->data);
 }
 
-bool nft_hold(struct nft *n, const struct reply_to *rt, const uint8_t *msg, size_t len)
+bool nft_hold(struct nft *n, struct nft_waiter *w)
 {
-	struct held *h;
-
-	if (!rt->udp && !rt->tcp)
-		return false; /* a prefetch: nobody to answer */
+	if (!w) {
+		n->n.unconfirmed++;
+		return false;
+	}
 	if (n->n_held == NFT_HOLD_MAX) {
 		/* Bounded: commit what is queued, this answer's addresses too. */
 		commit(n);
 		return false;
 	}
-	if (!(h = malloc(sizeof(*h) + len))) {
-		n->n.unconfirmed++;
-		return false;
-	}
-	h->next = NULL;
-	h->rt = *rt;
-	h->len = len;
-	memcpy(h->msg, msg, len);
-	listener_hold(&h->rt);
-	*n->held_tail = h;
-	n->held_tail = &h->next;
+	w->next = NULL;
+	*n->held_tail = w;
+	n->held_tail = &w->next;
 	n->n_held++;
 	n->n.held++;
 	if (!ev_is_active(&n->commit_now))
@@ -575,12 +555,10 @@ bool nft_learn(struct nft *n, const uint8_t *msg, size_t len)
 	return false;
 }
 
-bool nft_hold(struct nft *n, const struct reply_to *rt, const uint8_t *msg, size_t len)
+bool nft_hold(struct nft *n, struct nft_waiter *w)
 {
 	(void)n;
-	(void)rt;
-	(void)msg;
-	(void)len;
+	(void)w;
 	return false;
 }
 

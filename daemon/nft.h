@@ -19,7 +19,6 @@
 #include "config.h"
 
 struct nft;
-struct reply_to;
 struct server;
 
 /** Addresses per transaction: a full queue is committed at once. */
@@ -69,14 +68,32 @@ bool nft_counters(const struct nft *n, struct nft_counters *out);
 bool nft_learn(struct nft *n, const uint8_t *msg, size_t len);
 
 /**
- * Keep a copy of an answer that nft_learn() said must wait, and send it
- * to rt when the addresses are committed: before the loop next waits for
- * events, together with every other answer held meanwhile.  If the commit
- * fails the answer goes out all the same (DNS is never broken by the
- * firewall), and is counted as unconfirmed.
- * @return false when it cannot wait (no client, no memory): send it now
+ * An answer that waits for a commit, kept by nft's caller: nft links it
+ * and, once the addresses are committed, tells the caller through go()
+ * that it may be sent.  nft never sends an answer itself.
  */
-bool nft_hold(struct nft *n, const struct reply_to *rt, const uint8_t *msg, size_t len);
+struct nft_waiter {
+	struct nft_waiter *next;   /**< nft's */
+	/**
+	 * The answer may go now; last: the final one of this commit (send
+	 * what was gathered).  Called when the commit has run: before the
+	 * loop waits, or at once when a full queue or hold list commits.
+	 */
+	void (*go)(struct nft_waiter *w, bool last);
+	bool confirmed;            /**< set before go(): the commit worked */
+};
+
+/**
+ * Keep an answer that nft_learn() said must wait until the addresses are
+ * committed: before the loop next waits for events, together with every
+ * other answer held meanwhile.  If the commit fails the answer goes all
+ * the same (DNS is never broken by the firewall), counted as unconfirmed.
+ * @param w the answer, or NULL for one that could not be copied (counted
+ *        as unconfirmed)
+ * @return false when it cannot wait (NULL, or too many held: what is
+ *         queued is committed now): the caller sends it now
+ */
+bool nft_hold(struct nft *n, struct nft_waiter *w);
 
 typedef void (*nft_addr_cb)(void *arg, int family, const uint8_t *addr, uint32_t ttl);
 

@@ -73,6 +73,27 @@ static void finish(struct server *s, const struct reply_to *rt, const struct wir
 	listener_reply(rt, s->out, complete(s, rt, q, len, ext_rcode, ede_code, ede_text));
 }
 
+/** A copy of an answer that waits for its addresses' nftables commit. */
+struct held_answer {
+	struct nft_waiter w;      /**< first: nft links and releases it */
+	struct reply_to rt;
+	size_t len;
+	uint8_t msg[];
+};
+
+/** nft says a held answer may go: send it, and let its client go on. */
+static void held_go(struct nft_waiter *w, bool last)
+{
+	struct held_answer *h = (struct held_answer *)(void *)w;
+
+	listener_reply(&h->rt, h->msg, h->len);
+	listener_release(&h->rt);
+	free(h);
+	/* Out now: nft's commit may run after the listener's own flush in this pass. */
+	if (last)
+		listener_flush();
+}
+
 /**
  * Send an answer whose addresses went to the nftables sets; when one is
  * new there, the answer waits for the commit (fresh), so that a client
@@ -80,8 +101,28 @@ static void finish(struct server *s, const struct reply_to *rt, const struct wir
  */
 static void finish_learned(struct server *s, const struct reply_to *rt, size_t len, bool fresh)
 {
-	if (!fresh || !nft_hold(s->nft, rt, s->out, len))
+	struct held_answer *h;
+
+	if (!fresh || (!rt->udp && !rt->tcp)) {
+		/* Nothing new to wait for, or nobody to answer (a prefetch). */
 		listener_reply(rt, s->out, len);
+		return;
+	}
+	h = malloc(sizeof(*h) + len);
+	if (h) {
+		h->w.go = held_go;
+		h->rt = *rt;
+		h->len = len;
+		memcpy(h->msg, s->out, len);
+		listener_hold(&h->rt);
+	}
+	if (nft_hold(s->nft, h ? &h->w : NULL))
+		return;
+	if (h) {
+		listener_release(&h->rt);
+		free(h);
+	}
+	listener_reply(rt, s->out, len);
 }
 
 static void reply_error(struct server *s, const struct reply_to *rt, const struct wire_query *q,
@@ -210,19 +251,38 @@ static struct cache_key key_of(const struct wire_query *q)
 }
 
 /**
- * A fresh cached answer for q, rendered into s->out.  A chain that another
- * policy checked is not one: it is fetched anew and checked again.
+ * The policy-generation rule, the one place it is written: an answer with
+ * targets that the current policy did not check may not go to a client
+ * whose name filter mode only passed.  It is fetched anew and checked.
  */
-static bool fetch_fresh(struct server *s, const struct wire_query *q, enum verdict verdict,
-			size_t *len)
+static bool cached_usable(const struct server *s, enum verdict verdict, uint32_t gen,
+			  bool has_target)
+{
+	return !(verdict == VERDICT_PASS && has_target && gen != s->policy_gen);
+}
+
+/**
+ * The cached answer for q, rendered into s->out when usable for a client
+ * with this verdict.
+ * @return CACHE_FRESH or CACHE_STALE with *len set, or CACHE_MISS
+ */
+static enum cache_status fetch_cached(struct server *s, const struct wire_query *q,
+				      enum verdict verdict, size_t *len)
 {
 	struct cache_key key = key_of(q);
 	uint32_t gen;
 	bool has_target;
+	enum cache_status st = cache_fetch(s->cache, &key, server_now_ms(), q, s->out, len, &gen,
+					   &has_target);
 
-	return cache_fetch(s->cache, &key, server_now_ms(), q, s->out, len, &gen, &has_target) ==
-		       CACHE_FRESH &&
-	       !(verdict == VERDICT_PASS && has_target && gen != s->policy_gen);
+	return st != CACHE_MISS && cached_usable(s, verdict, gen, has_target) ? st : CACHE_MISS;
+}
+
+/** A fresh cached answer for q, rendered into s->out. */
+static bool fetch_fresh(struct server *s, const struct wire_query *q, enum verdict verdict,
+			size_t *len)
+{
+	return fetch_cached(s, q, verdict, len) == CACHE_FRESH;
 }
 
 /** @return the RCODE for a type no query may ask (FORMERR, NOTIMP), or 0 for the rest. */
@@ -280,6 +340,185 @@ static bool answer_decided(struct server *s, const struct reply_to *rt, const st
 	return true;
 }
 
+/* ---- clients waiting for upstream ---- */
+
+/**
+ * A client waiting for upstream, in its question's waiters list.  The list
+ * is query.c's alone: upstream keeps it and hands it back with the
+ * outcome, and every answer to these clients is sent from here.
+ */
+struct query_client {
+	struct query_client *next;
+	struct reply_to rt;
+	struct wire_query q;
+	enum verdict verdict;
+};
+
+static void client_done(struct query_client *c)
+{
+	listener_release(&c->rt);
+	free(c);
+}
+
+/** Answer a waiting client with what fetch_cached() rendered into s->out, then free it. */
+static void client_answer(struct server *s, struct query_client *c, size_t len, bool stale)
+{
+	if (stale)
+		STAT_INC(s->stats.stale_served);
+	answer_rendered(s, &c->rt, &c->q, len, stale, c->verdict);
+	client_done(c);
+}
+
+/** SERVFAIL: no upstream answered. */
+static void reply_servfail(struct server *s, const struct reply_to *rt, const struct wire_query *q)
+{
+	size_t len = wire_reply_begin(s->out, q, LDNS_RCODE_SERVFAIL);
+
+	STAT_INC(s->stats.servfail);
+	finish(s, rt, q, len, 0, EDE_NO_REACHABLE, "no upstream answered");
+}
+
+/**
+ * Answer a waiting client as denied because a target in its answer is
+ * denied (d and target say which) or cannot be read, then free it.
+ */
+static void client_deny_chain(struct server *s, struct query_client *c, enum chain_check why,
+			      const struct policy_decision *d, const uint8_t *target)
+{
+	static const struct policy_decision unreadable = { VERDICT_DENY, -1, NULL, -1 };
+	char rule[400], via[WIRE_NAME_STRLEN];
+
+	if (why == CHAIN_UNREADABLE) {
+		d = &unreadable;
+		snprintf(rule, sizeof(rule), "a target in the answer cannot be decoded");
+		strcpy(via, "?");
+	} else {
+		policy_describe(s->policy, d, rule, sizeof(rule));
+		wire_name_str(target, via);
+	}
+	STAT_INC(s->stats.cname_denied);
+	if (s->cfg->log_queries != QLOG_NONE)
+		log_decision(s, &c->rt, &c->q, d, rule, via);
+	answer_deny(s, &c->rt, &c->q, rule);
+	client_done(c);
+}
+
+/**
+ * Answer a client from a stale (or fresh) cached answer when there is one
+ * it may have; else SERVFAIL when fail is set.
+ * @return false when the client was kept waiting (neither)
+ */
+static bool client_try_stale(struct server *s, struct query_client *c, bool fail)
+{
+	size_t len;
+	enum cache_status st = fetch_cached(s, &c->q, c->verdict, &len);
+
+	if (st != CACHE_MISS) {
+		client_answer(s, c, len, st == CACHE_STALE);
+		return true;
+	}
+	if (!fail)
+		return false;
+	reply_servfail(s, &c->rt, &c->q);
+	client_done(c);
+	return true;
+}
+
+/** A reply arrived: cache it when it may be kept, and answer every client. */
+static void answer_waiters(struct server *s, const struct cache_key *key,
+			   const struct cache_answer *a, struct query_client *c)
+{
+	struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
+	struct policy_decision d, own;
+	uint8_t target[WIRE_NAME_MAX + 3];
+	enum chain_check chain = query_chain_check(s, a, &d, target);
+
+	/* An answer for a name that a rule allows is trusted whole (Azure's
+	 * own chains run through names a deny rule covers) and kept.  One that
+	 * only filter mode's default let through is not kept when a target is
+	 * denied: the next client is checked again. */
+	if (chain != CHAIN_CLEAN)
+		policy_decide(s->policy, key->name, key->name_len, &own);
+	if (chain == CHAIN_CLEAN || own.verdict == VERDICT_ALLOW)
+		cache_insert(s->cache, key, a, server_now_ms(), s->ttl.stale_ttl, s->policy_gen);
+	for (struct query_client *next; c; c = next) {
+		next = c->next;
+		if (chain != CHAIN_CLEAN && c->verdict == VERDICT_PASS)
+			client_deny_chain(s, c, chain, &d, target);
+		else
+			client_answer(s, c, cache_render(&m, 0, false, &c->q, s->out), false);
+	}
+}
+
+/** upstream's callback: how the question these clients wait for went. */
+static void upstream_done(void *arg, enum upstream_outcome outcome, const struct cache_key *key,
+			  const struct cache_answer *a, void **waiters)
+{
+	struct server *s = arg;
+	struct query_client *c = *waiters, *next, *keep = NULL;
+
+	*waiters = NULL;
+	switch (outcome) {
+	case UPSTREAM_ANSWER:
+		answer_waiters(s, key, a, c);
+		return;
+	case UPSTREAM_LATE:
+		/* RFC 8767: stale now for whoever has one; the rest wait on. */
+		for (; c; c = next) {
+			next = c->next;
+			if (!client_try_stale(s, c, false)) {
+				c->next = keep;
+				keep = c;
+			}
+		}
+		*waiters = keep;
+		return;
+	case UPSTREAM_FAILED:
+		for (; c; c = next) {
+			next = c->next;
+			client_try_stale(s, c, true);
+		}
+		return;
+	case UPSTREAM_ABANDONED:
+		for (; c; c = next) {
+			next = c->next;
+			reply_servfail(s, &c->rt, &c->q);
+			client_done(c);
+		}
+		return;
+	}
+}
+
+/** A miss: the client waits for the question in flight, or one started for it. */
+static void ask_upstream(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			 enum verdict verdict)
+{
+	struct query_client *c = malloc(sizeof(*c));
+	bool late;
+
+	if (!c) {
+		STAT_INC(s->stats.servfail);
+		reply_error(s, rt, q, LDNS_RCODE_SERVFAIL);
+		return;
+	}
+	c->rt = *rt;
+	c->q = *q;
+	c->verdict = verdict;
+	listener_hold(&c->rt);
+	struct cache_key key = key_of(&c->q);
+	void **waiters = upstream_resolve(s->up, &key, upstream_done, s, &late);
+	if (!waiters) {
+		/* No question to wait for: stale where there is one, else SERVFAIL. */
+		client_try_stale(s, c, true);
+		return;
+	}
+	/* Past its patience, a question has served stale already: so may this client. */
+	if (late && client_try_stale(s, c, false))
+		return;
+	c->next = *waiters;
+	*waiters = c;
+}
+
 bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
 {
 	struct wire_query q;
@@ -308,6 +547,17 @@ bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_t
 		answer_decided(s, rt, &q, &d, rule);
 	}
 	return true;
+}
+
+void query_listener_handle(void *srv, const uint8_t *msg, size_t len, struct reply_to *rt)
+{
+	struct server *s = srv;
+
+	if (rt->tcp)
+		STAT_INC(s->stats.queries_tcp);
+	else
+		STAT_INC(s->stats.queries_udp);
+	query_handle(s, msg, len, rt);
 }
 
 void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
@@ -380,93 +630,28 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 	}
 	STAT_INC(s->stats.cache_misses);
 
-	struct query_client *c = malloc(sizeof(*c));
-	if (!c) {
-		STAT_INC(s->stats.servfail);
-		reply_error(s, rt, &q, LDNS_RCODE_SERVFAIL);
-		return;
-	}
-	c->next = NULL;
-	c->rt = *rt;
-	c->q = q;
-	c->verdict = d.verdict;
-	listener_hold(&c->rt);
-	struct cache_key key = key_of(&c->q);
-	upstream_resolve(s->up, &key, c);
+	ask_upstream(s, rt, &q, d.verdict);
 }
 
 void query_prefetch(struct server *s, const uint8_t *name, size_t len, uint16_t qtype)
 {
-	struct query_client *c;
+	struct wire_query q;
 
 	struct cache_key key = { name, (uint16_t)len, qtype, LDNS_RR_CLASS_IN, 0 };
 	if (cache_fresh(s->cache, &key, server_now_ms()))
 		return;
-	if (!(c = calloc(1, sizeof(*c))))
-		return;
+	memset(&q, 0, sizeof(q));
+	q.flags = WIRE_RD;
+	q.qtype = qtype;
+	q.qclass = LDNS_RR_CLASS_IN;
+	q.qname_len = (uint16_t)len;
+	memcpy(q.qname, name, len);
+	memcpy(q.qname_raw, name, len);
+	q.has_question = true;
+	q.edns = true;
+	q.edns_size = WIRE_EDNS_SIZE;
 	/* No transport in reply_to: the answer is cached and not sent anywhere. */
-	c->q.flags = WIRE_RD;
-	c->q.qtype = qtype;
-	c->q.qclass = LDNS_RR_CLASS_IN;
-	c->q.qname_len = (uint16_t)len;
-	memcpy(c->q.qname, name, len);
-	memcpy(c->q.qname_raw, name, len);
-	c->q.has_question = true;
-	c->q.edns = true;
-	c->q.edns_size = WIRE_EDNS_SIZE;
-	c->verdict = VERDICT_ALLOW;
-	key.name = c->q.qname;
-	upstream_resolve(s->up, &key, c);
-}
-
-static void client_done(struct query_client *c)
-{
-	listener_release(&c->rt);
-	free(c);
-}
-
-void query_answer(struct server *s, struct query_client *c, const struct cache_msg *m,
-		  uint32_t age, bool stale)
-{
-	query_answer_rendered(s, c, cache_render(m, age, stale, &c->q, s->out), stale);
-}
-
-void query_answer_rendered(struct server *s, struct query_client *c, size_t len, bool stale)
-{
-	if (stale)
-		STAT_INC(s->stats.stale_served);
-	answer_rendered(s, &c->rt, &c->q, len, stale, c->verdict);
-	client_done(c);
-}
-
-void query_fail(struct server *s, struct query_client *c)
-{
-	size_t len = wire_reply_begin(s->out, &c->q, LDNS_RCODE_SERVFAIL);
-
-	STAT_INC(s->stats.servfail);
-	finish(s, &c->rt, &c->q, len, 0, EDE_NO_REACHABLE, "no upstream answered");
-	client_done(c);
-}
-
-void query_deny_chain(struct server *s, struct query_client *c, enum chain_check why,
-		      const struct policy_decision *d, const uint8_t *target)
-{
-	static const struct policy_decision unreadable = { VERDICT_DENY, -1, NULL, -1 };
-	char rule[400], via[WIRE_NAME_STRLEN];
-
-	if (why == CHAIN_UNREADABLE) {
-		d = &unreadable;
-		snprintf(rule, sizeof(rule), "a target in the answer cannot be decoded");
-		strcpy(via, "?");
-	} else {
-		policy_describe(s->policy, d, rule, sizeof(rule));
-		wire_name_str(target, via);
-	}
-	STAT_INC(s->stats.cname_denied);
-	if (s->cfg->log_queries != QLOG_NONE)
-		log_decision(s, &c->rt, &c->q, d, rule, via);
-	answer_deny(s, &c->rt, &c->q, rule);
-	client_done(c);
+	ask_upstream(s, &(struct reply_to){ 0 }, &q, VERDICT_ALLOW);
 }
 
 /**

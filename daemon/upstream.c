@@ -23,7 +23,6 @@
 
 #include "hash.h"
 #include "log.h"
-#include "query.h"
 #include "random.h"
 #include "server.h"
 #include "upstream.h"
@@ -91,10 +90,12 @@ struct inflight {
 	uint8_t name[WIRE_NAME_MAX + 1];
 	uint16_t name_len, qtype, qclass;
 	uint8_t flags;
-	struct query_client *clients;
+	upstream_done_fn done;
+	void *arg;
+	void *waiters;         /**< the owner's, never read here */
 	struct attempt att[MAX_ATTEMPTS];
 	int n_att;
-	bool stale_served;
+	bool late;             /**< UPSTREAM_PATIENCE has passed */
 	ev_timer retry, patience, deadline;
 };
 
@@ -629,77 +630,30 @@ static void inflight_free(struct inflight *f)
 	free(f);
 }
 
-static struct query_client *take_clients(struct inflight *f)
+/**
+ * Hand the question's end to its owner.  The question leaves the table
+ * first, so that the owner may start the same question again at once.
+ */
+static void inflight_end(struct inflight *f, enum upstream_outcome outcome)
 {
-	struct query_client *c = f->clients;
-
-	f->clients = NULL;
-	return c;
-}
-
-/** Answer clients with a stale entry where one is held, else SERVFAIL when fail is set. */
-static void answer_stale(struct inflight *f, bool fail)
-{
-	struct server *s = f->u->srv;
-	struct query_client *c = take_clients(f), *next, *keep = NULL;
 	struct cache_key key = { f->name, f->name_len, f->qtype, f->qclass, f->flags };
 
-	for (; c; c = next) {
-		uint32_t gen;
-		bool has_target;
-		size_t len;
-		next = c->next;
-		enum cache_status st = cache_fetch(s->cache, &key, server_now_ms(), &c->q, s->out, &len,
-						   &gen, &has_target);
-		if (st != CACHE_MISS && !(c->verdict == VERDICT_PASS && has_target && gen != s->policy_gen)) {
-			query_answer_rendered(s, c, len, st == CACHE_STALE);
-		} else if (fail) {
-			query_fail(s, c);
-		} else {
-			c->next = keep;
-			keep = c;
-		}
-	}
-	f->clients = keep;
+	table_remove(f->u, f);
+	f->done(f->arg, outcome, &key, outcome == UPSTREAM_ANSWER ? &f->u->srv->answer : NULL,
+		&f->waiters);
+	inflight_free(f);
 }
 
-/** Every hope is gone: stale answers or SERVFAIL, and the question ends. */
+/** Every hope is gone: the owner answers stale or SERVFAIL, and the question ends. */
 static void inflight_fail(struct inflight *f)
 {
-	table_remove(f->u, f);
-	answer_stale(f, true);
-	inflight_free(f);
+	inflight_end(f, UPSTREAM_FAILED);
 }
 
-/** A good reply, prepared in srv->answer: cache it and answer every client. */
+/** A good reply, prepared in srv->answer: the owner caches it and answers. */
 static void inflight_complete(struct inflight *f)
 {
-	struct server *s = f->u->srv;
-	struct cache_answer *a = &s->answer;
-	struct cache_key key = { f->name, f->name_len, f->qtype, f->qclass, f->flags };
-	struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
-	struct policy_decision d, own;
-	uint8_t target[WIRE_NAME_MAX + 3];
-	enum chain_check chain = query_chain_check(s, a, &d, target);
-
-	table_remove(f->u, f);
-	/* An answer for a name that a rule allows is trusted whole (Azure's
-	 * own chains run through names a deny rule covers) and kept.  One that
-	 * only filter mode's default let through is not kept when a target is
-	 * denied: the next client is checked again. */
-	if (chain != CHAIN_CLEAN)
-		policy_decide(s->policy, f->name, f->name_len, &own);
-	if (chain == CHAIN_CLEAN || own.verdict == VERDICT_ALLOW)
-		cache_insert(s->cache, &key, a, server_now_ms(), s->ttl.stale_ttl, s->policy_gen);
-	struct query_client *c = take_clients(f), *next;
-	for (; c; c = next) {
-		next = c->next;
-		if (chain != CHAIN_CLEAN && c->verdict == VERDICT_PASS)
-			query_deny_chain(s, c, chain, &d, target);
-		else
-			query_answer(s, c, &m, 0, false);
-	}
-	inflight_free(f);
+	inflight_end(f, UPSTREAM_ANSWER);
 }
 
 static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -926,8 +880,9 @@ static void patience_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	/* RFC 8767: a stale answer now beats a fresh one too late; the
 	 * question goes on so that the cache is refreshed. */
-	answer_stale(f, false);
-	f->stale_served = true;
+	f->late = true;
+	struct cache_key key = { f->name, f->name_len, f->qtype, f->qclass, f->flags };
+	f->done(f->arg, UPSTREAM_LATE, &key, NULL, &f->waiters);
 }
 
 static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1119,7 +1074,29 @@ static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	tcp_io(a, revents);
 }
 
-void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct query_client *c)
+/** Double the table when it holds twice as many questions as slots: rehash every question. */
+static void table_grow(struct upstreams *u)
+{
+	size_t n = (u->mask + 1) * 4;
+	struct inflight **t = calloc(n, sizeof(*t));
+
+	if (!t)
+		return;
+	for (size_t i = 0; i <= u->mask; i++) {
+		struct inflight *x = u->table[i], *next;
+		for (; x; x = next) {
+			next = x->hnext;
+			x->hnext = t[x->hash & (n - 1)];
+			t[x->hash & (n - 1)] = x;
+		}
+	}
+	free(u->table);
+	u->table = t;
+	u->mask = n - 1;
+}
+
+void **upstream_resolve(struct upstreams *u, const struct cache_key *key, upstream_done_fn done,
+			void *arg, bool *late)
 {
 	struct server *s = u->srv;
 	uint64_t h = cache_key_hash(key);
@@ -1127,21 +1104,16 @@ void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct q
 
 	if (f) {
 		STAT_INC(s->stats.merged);
-		c->next = f->clients;
-		f->clients = c;
-		if (f->stale_served)
-			answer_stale(f, false);
-		return;
+		*late = f->late;
+		return &f->waiters;
 	}
+	*late = false;
 	if (u->count >= UPSTREAM_MAX_INFLIGHT) {
 		STAT_INC(s->stats.inflight_full);
-		query_fail(s, c);
-		return;
+		return NULL;
 	}
-	if (u->n == 0 || !(f = calloc(1, sizeof(*f)))) {
-		query_fail(s, c);
-		return;
-	}
+	if (u->n == 0 || !(f = calloc(1, sizeof(*f))))
+		return NULL;
 	f->hash = h;
 	f->u = u;
 	memcpy(f->name, key->name, key->name_len);
@@ -1149,7 +1121,8 @@ void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct q
 	f->qtype = key->qtype;
 	f->qclass = key->qclass;
 	f->flags = key->flags;
-	f->clients = c;
+	f->done = done;
+	f->arg = arg;
 	ev_init(&f->retry, retry_cb);
 	ev_timer_init(&f->patience, patience_cb, UPSTREAM_PATIENCE, 0);
 	ev_timer_init(&f->deadline, deadline_cb, UPSTREAM_DEADLINE, 0);
@@ -1157,29 +1130,14 @@ void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct q
 	*pp = f;
 	u->count++;
 	if (!send_next(f, false, NULL)) {
-		inflight_fail(f);
-		return;
+		inflight_free(f);   /* nobody waits yet: the caller answers */
+		return NULL;
 	}
 	ev_timer_start(s->loop, &f->patience);
 	ev_timer_start(s->loop, &f->deadline);
-	if (u->count > (u->mask + 1) * 2) {
-		/* Grow the table: rehash every question. */
-		size_t n = (u->mask + 1) * 4;
-		struct inflight **t = calloc(n, sizeof(*t));
-		if (t) {
-			for (size_t i = 0; i <= u->mask; i++) {
-				struct inflight *x = u->table[i], *next;
-				for (; x; x = next) {
-					next = x->hnext;
-					x->hnext = t[x->hash & (n - 1)];
-					t[x->hash & (n - 1)] = x;
-				}
-			}
-			free(u->table);
-			u->table = t;
-			u->mask = n - 1;
-		}
-	}
+	if (u->count > (u->mask + 1) * 2)
+		table_grow(u);
+	return &f->waiters;
 }
 
 void upstream_free(struct upstreams *u)
@@ -1189,13 +1147,7 @@ void upstream_free(struct upstreams *u)
 	u->closing = true;
 	for (size_t i = 0; i <= u->mask; i++) {
 		while (u->table[i]) {
-			struct inflight *f = u->table[i];
-			struct query_client *c = take_clients(f), *next;
-			for (; c; c = next) {
-				next = c->next;
-				query_fail(u->srv, c);
-			}
-			inflight_free(f);
+			inflight_end(u->table[i], UPSTREAM_ABANDONED);
 		}
 	}
 	for (size_t i = 0; i < u->n; i++)

@@ -7,9 +7,15 @@
  * a reply is accepted only from the server asked (a connected socket),
  * with that ID and that question.  Timeouts retry
  * with backoff, moving to the server with the best smoothed RTT; a
- * truncated reply is retried over TCP.  When nothing usable arrives, a
- * stale answer is served after CLIENT_PATIENCE (RFC 8767), and at the
- * deadline the clients get the stale answer or SERVFAIL.
+ * truncated reply is retried over TCP.
+ *
+ * Upstream answers no client itself.  A question is started with a
+ * callback and an argument (as unbound's outnet_serviced_query), and the
+ * callback is told how it went: an answer, late (UPSTREAM_PATIENCE passed,
+ * a stale answer may be served while the question goes on), or failed.
+ * The clients waiting for a question are a list that the caller keeps in
+ * the question's waiters slot; upstream stores it and hands it back, and
+ * never reads it.
  */
 #ifndef ACRDNS_UPSTREAM_H
 #define ACRDNS_UPSTREAM_H
@@ -21,17 +27,16 @@
 #include "config.h"
 
 struct server;
-struct query_client;
 struct upstreams;
 
 /** Serve a stale answer when no upstream answered within this (RFC 8767: 1.8 s). */
 #define UPSTREAM_PATIENCE 1.8
-/** Give up and answer SERVFAIL (or stale) this long after the question. */
+/** Give up (UPSTREAM_FAILED) this long after the question. */
 #define UPSTREAM_DEADLINE 3.0
 /**
  * Most questions in flight at once.  Each holds up to eight sockets for up
- * to UPSTREAM_DEADLINE; past this a new question gets SERVFAIL (or a stale
- * answer) at once, so a flood of unique names at a dead upstream cannot
+ * to UPSTREAM_DEADLINE; past this a new question is refused at once (the
+ * caller answers stale or SERVFAIL), so a flood of unique names at a dead upstream cannot
  * exhaust memory or file descriptors.
  */
 #define UPSTREAM_MAX_INFLIGHT 10000
@@ -79,11 +84,40 @@ size_t upstream_inflight(const struct upstreams *u);
 /** @return UDP sockets open to the servers, of which *idle wait in the pools. */
 size_t upstream_sockets(const struct upstreams *u, size_t *idle);
 
+/** How a question stands when upstream hands it back. */
+enum upstream_outcome {
+	UPSTREAM_ANSWER,    /**< a usable reply, prepared as a cache_answer; the question ends */
+	UPSTREAM_LATE,      /**< UPSTREAM_PATIENCE passed: stale answers may go; the question goes on */
+	UPSTREAM_FAILED,    /**< nothing usable by UPSTREAM_DEADLINE, or nothing left to try; it ends */
+	UPSTREAM_ABANDONED, /**< the daemon shuts down; it ends */
+};
+
 /**
- * Resolve key for a waiting client: join the identical question in
- * flight or send a new one.  The client is answered through query.c.
+ * Told how a question went.
+ * @param arg the argument given to upstream_resolve() when the question started
+ * @param key the question
+ * @param answer the reply for UPSTREAM_ANSWER (valid during the call), else NULL
+ * @param waiters the question's waiters slot.  When the question ends the
+ *        callback must take every waiter; after UPSTREAM_LATE it may leave
+ *        some there.  The question has left the in-flight table when it
+ *        ends, so the callback may start it anew.
  */
-void upstream_resolve(struct upstreams *u, const struct cache_key *key, struct query_client *c);
+typedef void (*upstream_done_fn)(void *arg, enum upstream_outcome outcome,
+				 const struct cache_key *key, const struct cache_answer *answer,
+				 void **waiters);
+
+/**
+ * Find the question key in flight, or start it.  A question joined keeps
+ * the done and arg it started with.
+ * @param late set when the question joined has passed UPSTREAM_PATIENCE:
+ *        its UPSTREAM_LATE has been told already
+ * @return the question's waiters slot (initially NULL), valid until done
+ *         says the question ended; or NULL when it cannot be asked (no
+ *         server, too many in flight, no socket, no memory): the caller
+ *         answers at once
+ */
+void **upstream_resolve(struct upstreams *u, const struct cache_key *key, upstream_done_fn done,
+			void *arg, bool *late);
 
 /**
  * Parse the nameserver lines of a resolv.conf-style file.

@@ -88,9 +88,9 @@ static void drain_cb(struct ev_loop *loop, ev_async *w, int revents)
 	drain(w->data);
 }
 
-void workers_forward(struct listener *l, const uint8_t *msg, size_t len, const struct reply_to *rt)
+/** In a worker thread: hand a query it does not answer to the main loop. */
+static void forward(struct worker *wk, const uint8_t *msg, size_t len, const struct reply_to *rt)
 {
-	struct worker *wk = (struct worker *)(void *)l->srv;   /* srv is the worker's first member */
 	struct workers *ws = wk->ws;
 	struct fwd *f = malloc(sizeof(*f) + len);
 	bool first;
@@ -116,6 +116,18 @@ void workers_forward(struct listener *l, const uint8_t *msg, size_t len, const s
 	pthread_mutex_unlock(&ws->mu);
 	if (first)
 		ev_async_send(ws->main->loop, &ws->wake);
+}
+
+/**
+ * The handler of a worker's UDP sockets: what needs only the cache is
+ * answered here, the rest goes to the main loop.
+ */
+static void worker_handle(void *arg, const uint8_t *msg, size_t len, struct reply_to *rt)
+{
+	struct worker *wk = arg;
+
+	if (!query_fast(&wk->srv, msg, len, rt))
+		forward(wk, msg, len, rt);
 }
 
 /* ---- the threads ---- */
@@ -183,7 +195,7 @@ static void reconcile(struct worker *wk, struct server *main)
 				*pp = found->next;
 				break;
 			}
-		if (!found && (found = listener_open_worker(&wk->srv, &m->addr)))
+		if (!found && (found = listener_open_worker(&wk->srv, &m->addr, worker_handle, wk)))
 			listener_start(found);
 		if (found) {
 			found->next = keep;

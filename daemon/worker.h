@@ -18,8 +18,6 @@
 
 #include "stats.h"
 
-struct listener;
-struct reply_to;
 struct server;
 struct workers;
 
@@ -46,9 +44,6 @@ void workers_stop(struct workers *ws);
 
 /** Stop, close the workers' sockets and free. */
 void workers_free(struct workers *ws);
-
-/** In a worker thread: hand a query it does not answer to the main loop. */
-void workers_forward(struct listener *l, const uint8_t *msg, size_t len, const struct reply_to *rt);
 
 /** Add the workers' counters to sum. */
 void workers_add_stats(const struct workers *ws, struct stats *sum);
