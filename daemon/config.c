@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "policy.h"
+#include "regname.h"
 #include "wire.h"
 
 const char *const config_keys[] = {
@@ -786,7 +786,7 @@ static int load_registries(struct loader *ld, struct config *cfg, const config_s
 			return -1;
 		r->login_server.s = xstrdup(v);
 		r->login_server.line = config_setting_source_line(s);
-		if (policy_check_login_server(v, why, sizeof(why)) < 0)
+		if (regname_check_login_server(v, why, sizeof(why)) < 0)
 			return fail(ld, s, "%s", why);
 		for (int j = 0; j < i; j++)
 			if (strcasecmp(cfg->registries[j].login_server.s, v) == 0)
@@ -796,7 +796,7 @@ static int load_registries(struct loader *ld, struct config *cfg, const config_s
 			if (get_str_list(ld, s, &r->data_endpoints, &r->n_data_endpoints) < 0)
 				return -1;
 			for (size_t j = 0; j < r->n_data_endpoints; j++)
-				if (policy_check_endpoint(r->login_server.s, r->data_endpoints[j].s,
+				if (regname_check_endpoint(r->login_server.s, r->data_endpoints[j].s,
 							  why, sizeof(why)) < 0)
 					return fail(ld, config_setting_get_elem(s, (unsigned)j), "%s", why);
 		}

@@ -26,6 +26,7 @@
 #include "policy.h"
 #include "query.h"
 #include "random.h"
+#include "regname.h"
 #include "server.h"
 #include "wire.h"
 
@@ -185,7 +186,7 @@ enum discovery_status discovery_parse(const char *doc, size_t len, const char *l
 			goto out;
 		}
 		char reason[300];
-		if (policy_check_endpoint(login_server, names[i], reason, sizeof(reason)) < 0) {
+		if (regname_check_endpoint(login_server, names[i], reason, sizeof(reason)) < 0) {
 			snprintf(why, whylen, "%s", reason);
 			st = DISCOVERY_FOREIGN;
 			goto out;

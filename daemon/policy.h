@@ -84,17 +84,4 @@ void policy_describe(const struct policy *p, const struct policy_decision *d,
 /** @return "allow", "pass", "deny" or "local". */
 const char *policy_verdict_name(enum verdict v);
 
-/**
- * Check that a login server has the form <registry>.azurecr.{io,cn,us}.
- * @return 0, or -1 with the reason in why
- */
-int policy_check_login_server(const char *login, char *why, size_t whylen);
-
-/**
- * Check that an endpoint belongs to the registry: <registry>.<region>.data.<suffix>
- * or <registry>.<region>.geo.<suffix>, with the login server's registry and suffix.
- * @return 0, or -1 with the reason in why
- */
-int policy_check_endpoint(const char *login, const char *endpoint, char *why, size_t whylen);
-
 #endif

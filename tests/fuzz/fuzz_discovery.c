@@ -6,6 +6,7 @@
 
 #include "discovery.h"
 #include "policy.h"
+#include "regname.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -17,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (discovery_parse((const char *)data, size, "contoso.azurecr.io", &list, why, sizeof(why)) ==
 	    DISCOVERY_OK) {
 		for (char **e = list; *e; e++)
-			if (policy_check_endpoint("contoso.azurecr.io", *e, reason, sizeof(reason)) < 0)
+			if (regname_check_endpoint("contoso.azurecr.io", *e, reason, sizeof(reason)) < 0)
 				abort(); /* a foreign name got through */
 	} else if (list) {
 		abort();

@@ -10,6 +10,7 @@
 #include "check_suites.h"
 #include "config.h"
 #include "policy.h"
+#include "regname.h"
 #include "wire.h"
 
 static char err[1024];
@@ -232,21 +233,21 @@ END_TEST
 START_TEST(endpoint_forms)
 {
 	char why[200];
-	ck_assert_int_eq(policy_check_login_server("contoso.azurecr.io", why, sizeof(why)), 0);
-	ck_assert_int_eq(policy_check_login_server("Contoso.AzureCR.us", why, sizeof(why)), 0);
-	ck_assert_int_eq(policy_check_login_server("contoso.azurecr.cn", why, sizeof(why)), 0);
-	ck_assert_int_eq(policy_check_login_server("contoso.azurecr.net", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_login_server("a.contoso.azurecr.io", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_login_server("con-toso.azurecr.io", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "contoso.eastus.data.azurecr.io", why, sizeof(why)), 0);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "contoso.eastus.geo.azurecr.io", why, sizeof(why)), 0);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "contoso.eastus.data.azurecr.us", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "other.eastus.data.azurecr.io", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "contoso.eastus.blob.azurecr.io", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "contoso.data.azurecr.io", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "contoso.east\\.us.data.azurecr.io", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "x.contoso.eastus.data.azurecr.io", why, sizeof(why)), -1);
-	ck_assert_int_eq(policy_check_endpoint("contoso.azurecr.io", "contoso.blob.core.windows.net", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_login_server("contoso.azurecr.io", why, sizeof(why)), 0);
+	ck_assert_int_eq(regname_check_login_server("Contoso.AzureCR.us", why, sizeof(why)), 0);
+	ck_assert_int_eq(regname_check_login_server("contoso.azurecr.cn", why, sizeof(why)), 0);
+	ck_assert_int_eq(regname_check_login_server("contoso.azurecr.net", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_login_server("a.contoso.azurecr.io", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_login_server("con-toso.azurecr.io", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "contoso.eastus.data.azurecr.io", why, sizeof(why)), 0);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "contoso.eastus.geo.azurecr.io", why, sizeof(why)), 0);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "contoso.eastus.data.azurecr.us", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "other.eastus.data.azurecr.io", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "contoso.eastus.blob.azurecr.io", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "contoso.data.azurecr.io", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "contoso.east\\.us.data.azurecr.io", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "x.contoso.eastus.data.azurecr.io", why, sizeof(why)), -1);
+	ck_assert_int_eq(regname_check_endpoint("contoso.azurecr.io", "contoso.blob.core.windows.net", why, sizeof(why)), -1);
 }
 END_TEST
 
