@@ -10,6 +10,7 @@ Suite *config_suite(void);
 Suite *policy_suite(void);
 Suite *discovery_suite(void);
 Suite *nft_suite(void);
+Suite *query_suite(void);
 
 /** Write text to a new temporary file; returns its path (static buffer per call site). */
 char *unit_tmpfile(const char *name, const char *text);
