@@ -2,6 +2,7 @@
 pending queries resumes while answers are being given, and a question that
 answers some clients from stale keeps every client that joins it.  Every
 query gets an answer, and a connection the client closed is gone."""
+import os
 import socket
 import struct
 import time
@@ -77,6 +78,27 @@ def test_tcp_query_read_after_a_stale_answer_is_answered(upstream, daemon):
     check_answers(qs, answers)
     # The client closed: nothing owed, so the daemon keeps no connection.
     assert d.wait_for(lambda: d.status()["tcp_connections"] == 0), d.status()
+
+
+def test_tcp_pipeline_with_answers_held_for_nftables(upstream, daemon, tmp_path):
+    """The stale answer for an allowed name waits for its nftables commit,
+    and the paused connection resumes when that releases it.  The table
+    does not exist (in this namespace, under a name no host uses): the
+    commit fails and the held answers go out unconfirmed all the same."""
+    table = f"acrdnstest{os.getpid()}"
+    d = cache_then_go_stale(upstream, daemon, f'''
+allow = [ "*.example.com" ];
+nftables = {{ table = "inet {table}"; set4 = "allow4"; set6 = "allow6"; }};
+''')
+    qs = queries()
+    with socket.create_connection(("127.0.0.1", d.port)) as s:
+        s.sendall(b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in qs)))
+        answers = read_tcp_answers(s, len(qs), timeout=8)
+    check_answers(qs, answers)
+    assert d.wait_for(lambda: d.status()["tcp_connections"] == 0), d.status()
+    held = [l for l in d.ctl("metrics").stdout.splitlines()
+            if l.startswith("acrdns_nft_answers_held_total ")]
+    assert held and float(held[0].split()[1]) >= 1, held
 
 
 def test_udp_query_joining_a_stale_question_is_answered(upstream, daemon):
