@@ -25,6 +25,7 @@
 
 #include "cache.h"
 #include "config.h"
+#include "upstream_servers.h"   /* upstream_counters, upstream_read_resolv() */
 
 struct server;
 struct upstreams;
@@ -57,20 +58,6 @@ int upstream_configure(struct upstreams *u, const struct config *cfg, char *err,
 
 /** @return number of usable servers. */
 size_t upstream_count(const struct upstreams *u);
-
-/** Upper bounds (seconds) of the upstream RTT histogram's buckets, +Inf excluded. */
-#define UPSTREAM_RTT_BUCKETS 11
-extern const double upstream_rtt_bounds[UPSTREAM_RTT_BUCKETS];
-
-/** What one upstream server has done since it was first configured. */
-struct upstream_counters {
-	uint64_t sent;                /**< attempts sent */
-	uint64_t replies;             /**< replies with our question, any RCODE */
-	uint64_t timeouts;            /**< attempts given up on */
-	uint64_t errors;              /**< unreachable, refused, SERVFAIL, unusable */
-	uint64_t rtt_buckets[UPSTREAM_RTT_BUCKETS + 1]; /**< per bucket, not cumulative; last: +Inf */
-	double rtt_sum;
-};
 
 typedef void (*upstream_each_cb)(void *arg, const struct cfg_addr *addr,
 				 const struct upstream_counters *n);
@@ -118,12 +105,5 @@ typedef void (*upstream_done_fn)(void *arg, enum upstream_outcome outcome,
  */
 void **upstream_resolve(struct upstreams *u, const struct cache_key *key, upstream_done_fn done,
 			void *arg, bool *late);
-
-/**
- * Parse the nameserver lines of a resolv.conf-style file.
- * @param out receives a malloc'd array
- * @return number of addresses, or -1 when the file cannot be read
- */
-int upstream_read_resolv(const char *path, struct cfg_addr **out);
 
 #endif
