@@ -22,6 +22,12 @@ ACRDNSCTL = os.path.join(os.path.dirname(ACRDNSD), "acrdnsctl")
 SRCDIR = os.environ.get("ACRDNS_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
 
 
+def ctl(sock, *args):
+    """acrdnsctl against a control socket: the completed process."""
+    return subprocess.run([ACRDNSCTL, "-s", str(sock), *args], capture_output=True, text=True,
+                          timeout=10)
+
+
 def free_port(host="127.0.0.1"):
     """A port free for both UDP and TCP on host."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -180,17 +186,17 @@ class Daemon:
     def alive(self):
         return self.proc.poll() is None
 
-    def ctl(self, *args, check=True):
-        """Run acrdnsctl against this daemon's control socket; its output."""
+    def ctl(self, *args, check=False):
+        """acrdnsctl against this daemon's control socket: the completed process."""
         sock = re.search(r'^\s*control_socket\s*=\s*"([^"]+)"', self.conf.read_text(), re.M).group(1)
-        r = subprocess.run([ACRDNSCTL, "-s", sock, *args], capture_output=True, text=True, timeout=10)
+        r = ctl(sock, *args)
         if check:
             assert r.returncode == 0, r.stderr
         return r
 
     def status(self):
         """The daemon's `acrdnsctl --json status`, as a dict."""
-        return json.loads(self.ctl("--json", "status").stdout)
+        return json.loads(self.ctl("--json", "status", check=True).stdout)
 
     def wait_for(self, predicate, timeout=5.0):
         """Poll predicate() until it holds; its last value."""
@@ -202,18 +208,26 @@ class Daemon:
             time.sleep(0.02)
 
 
-@pytest.fixture
-def upstream():
+LOGIN = "contoso.azurecr.io"   # the registry the tests use
+
+
+def _fake_upstream():
+    """A scripted upstream; at the end the test fails if anything that
+    reached it was no DNS query."""
     up = FakeUpstream()
     yield up
     up.close()
+    assert not up.unparsed, f"the upstream received messages it cannot parse: {up.unparsed[:3]}"
+
+
+@pytest.fixture
+def upstream():
+    yield from _fake_upstream()
 
 
 @pytest.fixture
 def upstream2():
-    up = FakeUpstream()
-    yield up
-    up.close()
+    yield from _fake_upstream()
 
 
 @pytest.fixture

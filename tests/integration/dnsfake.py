@@ -73,6 +73,7 @@ class FakeUpstream:
         self.script = {}
         self.default = None
         self.queries = []
+        self.unparsed = []   # what reached us that is no DNS query: a daemon bug
         self.lock = threading.Lock()
         self.running = True
         self.threads = [threading.Thread(target=self._udp_loop, daemon=True),
@@ -182,10 +183,15 @@ class FakeUpstream:
                 return
             threading.Thread(target=self._udp_one, args=(data, peer), daemon=True).start()
 
+    def _unparsed(self, transport, data, err):
+        with self.lock:
+            self.unparsed.append((transport, data, repr(err)))
+
     def _udp_one(self, data, peer):
         try:
             query = dns.message.from_wire(data)
-        except Exception:
+        except Exception as e:
+            self._unparsed("udp", data, e)
             return
         wire = self._reply(query, "udp", peer)
         if wire is not None:
@@ -211,7 +217,13 @@ class FakeUpstream:
                     if not hdr:
                         return
                     data = self._recv_exact(conn, struct.unpack("!H", hdr)[0])
-                    query = dns.message.from_wire(data)
+                    if data is None:
+                        return
+                    try:
+                        query = dns.message.from_wire(data)
+                    except Exception as e:
+                        self._unparsed("tcp", data, e)
+                        return
                     wire = self._reply(query, "tcp")
                     if wire is None:
                         return

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from netns import Netns, netns_or_skip, sh, veth
+from conftest import LOGIN
 
-LOGIN = "contoso.azurecr.io"
 EAST = "contoso.eastus.data.azurecr.io"
 
 

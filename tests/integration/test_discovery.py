@@ -9,9 +9,8 @@ import time
 import dns.rcode
 import pytest
 
-from conftest import ACRDNSD
+from conftest import ACRDNSD, LOGIN
 
-LOGIN = "contoso.azurecr.io"
 
 
 def doc(*endpoints, login=LOGIN):

@@ -13,11 +13,10 @@ import time
 
 import pytest
 
-from conftest import ACRDNSCTL, ACRDNSD
+from conftest import ACRDNSCTL, ACRDNSD, LOGIN
 from netns import Netns, netns_or_skip, sh, veth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LOGIN = "contoso.azurecr.io"
 REGISTRY_IP = "10.214.1.2"
 STORAGE_IP = "10.214.2.2"
 

@@ -19,10 +19,9 @@ import dns.query
 import dns.rcode
 import pytest
 
-from conftest import ACRDNSCTL, ACRDNSD, SRCDIR, Daemon, free_port
+from conftest import ctl, free_port, ACRDNSCTL, ACRDNSD, Daemon, LOGIN, SRCDIR
 
 BUILDDIR = os.path.dirname(os.path.dirname(os.path.abspath(ACRDNSD)))
-LOGIN = "contoso.azurecr.io"
 EAST = "contoso.eastus.data.azurecr.io"
 
 
@@ -33,11 +32,6 @@ def proc_status(pid):
             k, _, v = line.partition(":")
             fields[k] = v.split()
     return fields
-
-
-def ctl(sock, *args):
-    return subprocess.run([ACRDNSCTL, "-s", str(sock), *args], capture_output=True, text=True,
-                          timeout=10)
 
 
 # ---- privileges ----
@@ -259,8 +253,12 @@ def test_socket_activation_tcp_with_listen(upstream, tmp_path):
         assert "20.62.0.1" in r.to_text()
         assert "(tcp) passed by the service manager" in log.read_text()
         # A reload keeps serving on the passed socket.
+        reloaded = log.read_text().count("configuration reloaded")
         p.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while log.read_text().count("configuration reloaded") == reloaded and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert log.read_text().count("configuration reloaded") == reloaded + 1
         r = dns.query.tcp(dns.message.make_query(LOGIN, "A"), "127.0.0.1", port=port, timeout=5)
         assert "20.62.0.1" in r.to_text()
     finally:
@@ -369,7 +367,8 @@ log = {{ queries = "all"; format = "json"; }};
 ''')
     d.query(LOGIN)
     d.query('evil"name.blob.core.windows.net')
-    time.sleep(0.2)
+    # Both answers are out, so both lines are written: wait for the file to show them.
+    assert d.wait_log('"verdict":"deny"')
     lines = [l for l in d.read_log().splitlines() if l.strip()]
     docs = [json.loads(l) for l in lines]       # every line is one JSON document
     assert all("time" in j and "level" in j for j in docs)

@@ -11,20 +11,11 @@ import dns.rcode
 
 from conftest import ACRDNSD, basic_config
 
-ACRDNSCTL = os.path.join(os.path.dirname(ACRDNSD), "acrdnsctl")
-
-
-def ctl(tmp_path, *args):
-    r = subprocess.run([ACRDNSCTL, "-s", str(tmp_path / "control.sock"), *args],
-                       capture_output=True, text=True, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
-
 
 def test_workers_share_one_cache(upstream, daemon, tmp_path):
     upstream.set("w.example.com", records=["w.example.com A 192.0.2.40"])
     d = daemon(basic_config(upstream, "workers = 3;\ndeny = [ \"*.blob.core.windows.net\" ];"))
-    assert json.loads(ctl(tmp_path, "--json", "status"))["workers"] == 3
+    assert json.loads(d.ctl("--json", "status", check=True).stdout)["workers"] == 3
     # Each query from a new socket: the kernel spreads them over the loops.
     for _ in range(60):
         r = dns.query.udp(dns.message.make_query("w.example.com", "A"), "127.0.0.1", port=d.port,
@@ -34,7 +25,7 @@ def test_workers_share_one_cache(upstream, daemon, tmp_path):
     for _ in range(30):
         r = dns.query.udp(dns.message.make_query("x.blob.core.windows.net", "A"), "127.0.0.1",
                           port=d.port, timeout=3)
-    stats = json.loads(ctl(tmp_path, "--json", "stats"))
+    stats = json.loads(d.ctl("--json", "stats", check=True).stdout)
     assert stats["queries_udp"] == 90 and stats["cache_hits"] == 59 and stats["cache_misses"] == 1
 
 
@@ -55,7 +46,7 @@ def test_workers_hand_misses_to_the_main_loop_and_survive_reloads(upstream, daem
 
 def test_one_worker_is_the_main_loop_alone(upstream, daemon, tmp_path):
     d = daemon(basic_config(upstream, "workers = 1;"))
-    assert "event loops: 1\n" in ctl(tmp_path, "status")
+    assert "event loops: 1\n" in d.ctl("status", check=True).stdout
     assert d.query("example.com").rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
 
 
