@@ -428,6 +428,49 @@ void listener_batch_stop(struct ev_loop *loop)
 	tx.defer = false;
 }
 
+/** Point the receive batch's headers at its buffers, for l's kind of socket. */
+static void rx_prepare(const struct listener *l)
+{
+	/* The kernel rewrites only name and control lengths and flags. */
+	for (int i = 0; i < UDP_BATCH; i++) {
+		struct msghdr *mh = &rx.msgs[i].msg_hdr;
+		if (mh->msg_iov && mh->msg_namelen == sizeof(rx.peer[i]) &&
+		    mh->msg_control == (l->wildcard ? rx.ctl[i].buf : NULL) &&
+		    mh->msg_controllen == (l->wildcard ? sizeof(rx.ctl[i].buf) : 0))
+			break; /* this one and the rest are still set up */
+		rx.iov[i].iov_base = rx.buf[i];
+		rx.iov[i].iov_len = UDP_QBUF;
+		mh->msg_name = &rx.peer[i];
+		mh->msg_namelen = sizeof(rx.peer[i]);
+		mh->msg_iov = &rx.iov[i];
+		mh->msg_iovlen = 1;
+		mh->msg_control = l->wildcard ? rx.ctl[i].buf : NULL;
+		mh->msg_controllen = l->wildcard ? sizeof(rx.ctl[i].buf) : 0;
+	}
+}
+
+/** How to answer the i-th datagram received: its peer, and our address for wildcard binds. */
+static void rx_reply_to(struct listener *l, int i, struct reply_to *rt)
+{
+	struct msghdr *mh = &rx.msgs[i].msg_hdr;
+
+	memset(rt, 0, sizeof(*rt));
+	rt->udp = l;
+	memcpy(&rt->peer, &rx.peer[i], mh->msg_namelen);
+	rt->peer_len = mh->msg_namelen;
+	for (struct cmsghdr *c = l->wildcard ? CMSG_FIRSTHDR(mh) : NULL; c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+			memcpy(&rt->local.v4, CMSG_DATA(c), sizeof(rt->local.v4));
+			rt->local.v4.ipi_spec_dst = rt->local.v4.ipi_addr;
+			rt->local.v4.ipi_ifindex = 0;
+			rt->has_local = true;
+		} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+			memcpy(&rt->local.v6, CMSG_DATA(c), sizeof(rt->local.v6));
+			rt->has_local = true;
+		}
+	}
+}
+
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listener *l = w->data;
@@ -435,43 +478,14 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)revents;
 
 	for (int round = 0; round < 4; round++) {
-		/* The kernel rewrites only name and control lengths and flags. */
-		for (int i = 0; i < UDP_BATCH; i++) {
-			struct msghdr *mh = &rx.msgs[i].msg_hdr;
-			if (mh->msg_iov && mh->msg_namelen == sizeof(rx.peer[i]) &&
-			    mh->msg_control == (l->wildcard ? rx.ctl[i].buf : NULL) &&
-			    mh->msg_controllen == (l->wildcard ? sizeof(rx.ctl[i].buf) : 0))
-				break; /* this one and the rest are still set up */
-			rx.iov[i].iov_base = rx.buf[i];
-			rx.iov[i].iov_len = UDP_QBUF;
-			mh->msg_name = &rx.peer[i];
-			mh->msg_namelen = sizeof(rx.peer[i]);
-			mh->msg_iov = &rx.iov[i];
-			mh->msg_iovlen = 1;
-			mh->msg_control = l->wildcard ? rx.ctl[i].buf : NULL;
-			mh->msg_controllen = l->wildcard ? sizeof(rx.ctl[i].buf) : 0;
-		}
+		rx_prepare(l);
 		int n = recvmmsg(l->udp_fd, rx.msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return; /* EAGAIN, or an ICMP error reported on the socket */
 		tx.in_rx = true;
 		for (int i = 0; i < n; i++) {
-			struct msghdr *mh = &rx.msgs[i].msg_hdr;
-			struct reply_to rt = { .udp = l };
-			memcpy(&rt.peer, &rx.peer[i], mh->msg_namelen);
-			rt.peer_len = mh->msg_namelen;
-			for (struct cmsghdr *c = l->wildcard ? CMSG_FIRSTHDR(mh) : NULL; c;
-			     c = CMSG_NXTHDR(mh, c)) {
-				if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
-					memcpy(&rt.local.v4, CMSG_DATA(c), sizeof(rt.local.v4));
-					rt.local.v4.ipi_spec_dst = rt.local.v4.ipi_addr;
-					rt.local.v4.ipi_ifindex = 0;
-					rt.has_local = true;
-				} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
-					memcpy(&rt.local.v6, CMSG_DATA(c), sizeof(rt.local.v6));
-					rt.has_local = true;
-				}
-			}
+			struct reply_to rt;
+			rx_reply_to(l, i, &rt);
 			l->handler(l->handler_arg, rx.buf[i], rx.msgs[i].msg_len, &rt);
 		}
 		tx_flush();

@@ -560,76 +560,86 @@ void query_listener_handle(void *srv, const uint8_t *msg, size_t len, struct rep
 	query_handle(s, msg, len, rt);
 }
 
-void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
+/**
+ * Everything a query must pass before the policy sees its name: who asks,
+ * how often, and whether the message and its type and class are ones we
+ * answer.  Answers (or drops) what fails.
+ * @return true when the query goes on to the policy
+ */
+static bool screen(struct server *s, const struct reply_to *rt, struct wire_query *q,
+		   enum wire_query_status st)
 {
-	struct wire_query q;
-	struct policy_decision d;
-	char rule[400];
-	enum wire_query_status st = wire_query_parse(msg, len, &q);
-
 	if (st == WIRE_Q_DROP) {
 		STAT_INC(s->stats.dropped);
-		return;
+		return false;
 	}
 	if (!access_allowed(s->cfg, &rt->peer)) {
 		STAT_INC(s->stats.refused_access);
-		reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
-		return;
+		reply_error(s, rt, q, LDNS_RCODE_REFUSED);
+		return false;
 	}
 	if (s->rl && !rate_exempt(s->cfg, &rt->peer) &&
 	    !ratelimit_allow(s->rl, (const struct sockaddr *)&rt->peer, server_now_ms())) {
 		STAT_INC(s->stats.rate_limited);
 		if (!s->cfg->rate_limit.drop)
-			reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
-		return;
+			reply_error(s, rt, q, LDNS_RCODE_REFUSED);
+		return false;
 	}
 	switch (st) {
 	case WIRE_Q_FORMERR:
 		STAT_INC(s->stats.formerr);
 		/* Echo no OPT we could not read whole. */
-		q.edns = false;
-		reply_error(s, rt, &q, LDNS_RCODE_FORMERR);
-		return;
+		q->edns = false;
+		reply_error(s, rt, q, LDNS_RCODE_FORMERR);
+		return false;
 	case WIRE_Q_NOTIMP:
 		STAT_INC(s->stats.notimp);
-		reply_error(s, rt, &q, LDNS_RCODE_NOTIMPL);
-		return;
+		reply_error(s, rt, q, LDNS_RCODE_NOTIMPL);
+		return false;
 	case WIRE_Q_BADVERS:
 		STAT_INC(s->stats.badvers);
-		reply_error(s, rt, &q, 16 /* BADVERS, RFC 6891 */);
-		return;
+		reply_error(s, rt, q, 16 /* BADVERS, RFC 6891 */);
+		return false;
 	default:
 		break;
 	}
-	int special = special_type_rcode(q.qtype);
+	int special = special_type_rcode(q->qtype);
 	if (special) {
 		if (special == LDNS_RCODE_FORMERR)
 			STAT_INC(s->stats.formerr);
 		else
 			STAT_INC(s->stats.notimp);
-		reply_error(s, rt, &q, (uint16_t)special);
-		return;
+		reply_error(s, rt, q, (uint16_t)special);
+		return false;
 	}
-	if (q.qclass != LDNS_RR_CLASS_IN) {
+	if (q->qclass != LDNS_RR_CLASS_IN) {
 		/* CHAOS and the rest are not the registry's business. */
 		STAT_INC(s->stats.refused_class);
-		reply_error(s, rt, &q, LDNS_RCODE_REFUSED);
-		return;
+		reply_error(s, rt, q, LDNS_RCODE_REFUSED);
+		return false;
 	}
+	return true;
+}
 
+void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
+{
+	struct wire_query q;
+	struct policy_decision d;
+	char rule[400];
+	size_t out_len;
+
+	if (!screen(s, rt, &q, wire_query_parse(msg, len, &q)))
+		return;
 	policy_decide(s->policy, q.qname, q.qname_len, &d);
 	note_decision(s, rt, &q, &d, rule, sizeof(rule));
 	if (answer_decided(s, rt, &q, &d, rule))
 		return;
-
-	size_t out_len;
 	if (fetch_fresh(s, &q, d.verdict, &out_len)) {
 		STAT_INC(s->stats.cache_hits);
 		answer_rendered(s, rt, &q, out_len, false, d.verdict);
 		return;
 	}
 	STAT_INC(s->stats.cache_misses);
-
 	ask_upstream(s, rt, &q, d.verdict);
 }
 

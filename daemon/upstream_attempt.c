@@ -139,35 +139,40 @@ static void udp_readable(void *owner)
 	}
 }
 
-static void tcp_io(struct upstream_attempt *a, int revents)
+/** TCP, writable: connected (or not), then the query, as far as the socket takes it. */
+static void tcp_write(struct upstream_attempt *a)
 {
 	struct server *s = a->sv->srv;
 
-	if (revents & EV_WRITE) {
-		if (!a->tcp_connected) {
-			int err = 0;
-			socklen_t el = sizeof(err);
-			getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-			if (err) {
-				attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
-				return;
-			}
-			a->tcp_connected = true;
-		}
-		ssize_t n = send(a->fd, a->tquery + a->qsent, a->qlen - a->qsent, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
+	if (!a->tcp_connected) {
+		int err = 0;
+		socklen_t el = sizeof(err);
+		getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+		if (err) {
+			attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 			return;
 		}
-		a->qsent = (uint16_t)(a->qsent + n);
-		if (a->qsent == a->qlen) {
-			ev_io_stop(s->loop, &a->io);
-			ev_io_set(&a->io, a->fd, EV_READ);
-			ev_io_start(s->loop, &a->io);
-		}
+		a->tcp_connected = true;
+	}
+	ssize_t n = send(a->fd, a->tquery + a->qsent, a->qlen - a->qsent, MSG_NOSIGNAL);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 		return;
 	}
+	a->qsent = (uint16_t)(a->qsent + n);
+	if (a->qsent == a->qlen) {
+		ev_io_stop(s->loop, &a->io);
+		ev_io_set(&a->io, a->fd, EV_READ);
+		ev_io_start(s->loop, &a->io);
+	}
+}
+
+/** TCP, readable: gather the reply; once whole, check it and say how the attempt ended. */
+static void tcp_read(struct upstream_attempt *a)
+{
+	struct server *s = a->sv->srv;
+
 	if (!a->tbuf && !(a->tbuf = malloc(65535 + 2))) {
 		attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 		return;
@@ -204,7 +209,10 @@ static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct upstream_attempt *a = w->data;
 	(void)loop;
 
-	tcp_io(a, revents);
+	if (revents & EV_WRITE)
+		tcp_write(a);
+	else
+		tcp_read(a);
 }
 
 /** Open a UDP attempt on a pooled socket and send.  @return false: no socket at all */
