@@ -6,7 +6,8 @@
  * answer with an address new to its set is held, and the queue committed
  * just before the loop next waits, so everything learned in one pass of
  * the loop costs one transaction and the held answers go out right after
- * it (nft tells their owner, which sends them).  Refreshes of addresses already in a set wait for a timer instead.
+ * it (nft tells their owner, which sends them).  Refreshes of addresses
+ * already in a set wait for a timer instead.
  * A failure (no table, no permission) is counted and logged, and the DNS
  * answers go out regardless.
  */
@@ -272,7 +273,7 @@ static void forget(struct nft *n, const struct nft_item *items, size_t count)
 	}
 }
 
-/** Tell the owners of the held answers that they may go, now that their addresses are committed (ok) or not. */
+/** Tell the owners of the held answers they may go: their addresses are committed (ok) or not. */
 static void release(struct nft *n, bool ok)
 {
 	struct nft_waiter *w = n->held, *next;
