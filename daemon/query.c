@@ -588,8 +588,7 @@ static bool screen(struct server *s, const struct reply_to *rt, struct wire_quer
 	switch (st) {
 	case WIRE_Q_FORMERR:
 		STAT_INC(s->stats.formerr);
-		/* Echo no OPT we could not read whole. */
-		q->edns = false;
+		/* q->edns is set only from an OPT read whole (RFC 6891 7). */
 		reply_error(s, rt, q, LDNS_RCODE_FORMERR);
 		return false;
 	case WIRE_Q_NOTIMP:

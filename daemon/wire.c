@@ -155,13 +155,68 @@ int wire_rr_next(const uint8_t *msg, size_t len, size_t *pos, struct wire_rr *rr
 	return 0;
 }
 
+/**
+ * Walk the records from pos to the end of the additional section and read
+ * the OPT there into q (RFC 6891 6.1.1: one OPT, owned by the root).  q's
+ * EDNS fields are set only from an OPT read whole, so that even a FORMERR
+ * echoes only what the client really sent.
+ * @return 0, or -1 when a record does not fit or the OPT is not as 6.1.1 says
+ */
+static int read_edns(const uint8_t *msg, size_t len, size_t pos, struct wire_query *q)
+{
+	struct wire_rr rr;
+	unsigned rrs = (unsigned)wire_get16(msg + 6) + wire_get16(msg + 8);
+
+	for (unsigned i = 0; i < rrs; i++)
+		if (wire_rr_next(msg, len, &pos, &rr) < 0)
+			return -1;
+	rrs = wire_get16(msg + 10);
+	for (unsigned i = 0; i < rrs; i++) {
+		if (wire_rr_next(msg, len, &pos, &rr) < 0)
+			return -1;
+		if (rr.type != LDNS_RR_TYPE_OPT)
+			continue;
+		if (q->edns || msg[rr.owner] != 0)
+			return -1;
+		/* Options are walked only to check they fit; unknown ones are ignored. */
+		for (size_t o = rr.rdata; o < rr.rdata + rr.rdlen;) {
+			if (o + 4 > rr.rdata + rr.rdlen ||
+			    o + 4 + wire_get16(msg + o + 2) > rr.rdata + rr.rdlen)
+				return -1;
+			o += 4 + (size_t)wire_get16(msg + o + 2);
+		}
+		q->edns = true;
+		q->edns_size = rr.rclass < WIRE_UDP_PLAIN ? WIRE_UDP_PLAIN : rr.rclass;
+		q->edns_version = (uint8_t)(rr.ttl >> 16);
+		q->edns_do = (rr.ttl & 0x8000) != 0;
+	}
+	return 0;
+}
+
+/** Read the question at WIRE_HDR into q.  @return the offset past it, or 0 */
+static size_t read_question(const uint8_t *msg, size_t len, struct wire_query *q)
+{
+	size_t pos = WIRE_HDR;
+	/* The question comes first, so a pointer in it can only be bogus:
+	 * its name must take exactly its own bytes. */
+	int n = wire_name_read(msg, len, &pos, q->qname);
+
+	if (n < 0 || pos - WIRE_HDR != (size_t)n || pos + 4 > len)
+		return 0;
+	memcpy(q->qname_raw, msg + WIRE_HDR, (size_t)n);
+	q->qname_len = (uint16_t)n;
+	q->qtype = wire_get16(msg + pos);
+	q->qclass = wire_get16(msg + pos + 2);
+	pos += 4;
+	q->qend = (uint16_t)pos;
+	q->has_question = true;
+	return pos;
+}
+
 enum wire_query_status wire_query_parse(const uint8_t *msg, size_t len,
 					struct wire_query *q)
 {
-	size_t pos = WIRE_HDR;
-	struct wire_rr rr;
-	unsigned rrs;
-	int n;
+	size_t pos;
 
 	q->has_question = false;
 	q->edns = false;
@@ -174,48 +229,31 @@ enum wire_query_status wire_query_parse(const uint8_t *msg, size_t len,
 	q->flags = wire_get16(msg + 2);
 	if (q->flags & WIRE_QR)
 		return WIRE_Q_DROP;
-	if (wire_get16(msg + 4) != 1)
-		return WIRE_Q_FORMERR;
-	/* The question comes first, so a pointer in it can only be bogus:
-	 * its name must take exactly its own bytes. */
-	n = wire_name_read(msg, len, &pos, q->qname);
-	if (n < 0 || pos - WIRE_HDR != (size_t)n || pos + 4 > len)
-		return WIRE_Q_FORMERR;
-	memcpy(q->qname_raw, msg + WIRE_HDR, (size_t)n);
-	q->qname_len = (uint16_t)n;
-	q->qtype = wire_get16(msg + pos);
-	q->qclass = wire_get16(msg + pos + 2);
-	pos += 4;
-	q->qend = (uint16_t)pos;
-	q->has_question = true;
-	if (WIRE_OPCODE(q->flags) != LDNS_PACKET_QUERY)
+	unsigned qdcount = wire_get16(msg + 4);
+	if (WIRE_OPCODE(q->flags) != LDNS_PACKET_QUERY) {
+		/* The opcode is judged before the counts (RFC 1035 4.1.1, RFC
+		 * 6895 2.2): NOTIMP whatever follows.  What can be read of the
+		 * question and the OPT is read, so the reply echoes them. */
+		if (qdcount == 1 && (pos = read_question(msg, len, q)) != 0)
+			(void)read_edns(msg, len, pos, q);
+		else if (qdcount == 0)
+			(void)read_edns(msg, len, WIRE_HDR, q);
 		return WIRE_Q_NOTIMP;
-
-	rrs = (unsigned)wire_get16(msg + 6) + wire_get16(msg + 8);
-	for (unsigned i = 0; i < rrs; i++)
-		if (wire_rr_next(msg, len, &pos, &rr) < 0)
-			return WIRE_Q_FORMERR;
-	rrs = wire_get16(msg + 10);
-	for (unsigned i = 0; i < rrs; i++) {
-		if (wire_rr_next(msg, len, &pos, &rr) < 0)
-			return WIRE_Q_FORMERR;
-		if (rr.type != LDNS_RR_TYPE_OPT)
-			continue;
-		/* RFC 6891 6.1.1: one OPT, owned by the root. */
-		if (q->edns || msg[rr.owner] != 0)
-			return WIRE_Q_FORMERR;
-		q->edns = true;
-		q->edns_size = rr.rclass < WIRE_UDP_PLAIN ? WIRE_UDP_PLAIN : rr.rclass;
-		q->edns_version = (uint8_t)(rr.ttl >> 16);
-		q->edns_do = (rr.ttl & 0x8000) != 0;
-		/* Options are walked only to check they fit; unknown ones are ignored. */
-		for (size_t o = rr.rdata; o < rr.rdata + rr.rdlen;) {
-			if (o + 4 > rr.rdata + rr.rdlen ||
-			    o + 4 + wire_get16(msg + o + 2) > rr.rdata + rr.rdlen)
-				return WIRE_Q_FORMERR;
-			o += 4 + (size_t)wire_get16(msg + o + 2);
-		}
 	}
+	if (qdcount != 1) {
+		/* A FORMERR still carries OPT when the query did (RFC 6891 7):
+		 * skip the questions to find it. */
+		pos = WIRE_HDR;
+		for (unsigned i = 0; i < qdcount; i++) {
+			if (wire_name_read(msg, len, &pos, NULL) < 0 || pos + 4 > len)
+				return WIRE_Q_FORMERR;
+			pos += 4;
+		}
+		(void)read_edns(msg, len, pos, q);
+		return WIRE_Q_FORMERR;
+	}
+	if ((pos = read_question(msg, len, q)) == 0 || read_edns(msg, len, pos, q) < 0)
+		return WIRE_Q_FORMERR;
 	if (q->edns && q->edns_version > 0)
 		return WIRE_Q_BADVERS;
 	return WIRE_Q_OK;
@@ -223,7 +261,11 @@ enum wire_query_status wire_query_parse(const uint8_t *msg, size_t len,
 
 size_t wire_reply_begin(uint8_t *out, const struct wire_query *q, uint16_t rcode)
 {
-	uint16_t flags = WIRE_QR | WIRE_RA | (q->flags & (0x7800 | WIRE_RD | WIRE_CD));
+	uint16_t flags = WIRE_QR | (q->flags & (0x7800 | WIRE_RD));
+
+	/* RA and CD belong to QUERY; another opcode's reply leaves them clear. */
+	if (WIRE_OPCODE(q->flags) == LDNS_PACKET_QUERY)
+		flags |= WIRE_RA | (q->flags & WIRE_CD);
 
 	wire_put16(out, q->id);
 	wire_put16(out + 2, (uint16_t)(flags | (rcode & 0xf)));

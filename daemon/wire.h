@@ -147,14 +147,20 @@ enum wire_query_status {
 	WIRE_Q_BADVERS,  /**< EDNS version above 0 */
 };
 
-/** Parse a client query: header, one question, EDNS from the OPT record. */
+/**
+ * Parse a client query: header, one question, EDNS from the OPT record.
+ * An opcode other than QUERY is WIRE_Q_NOTIMP whatever the counts; for it
+ * and for WIRE_Q_FORMERR, q holds what could be read (the question, EDNS
+ * from an OPT read whole), so that the reply can echo them.
+ */
 enum wire_query_status wire_query_parse(const uint8_t *msg, size_t len,
 					struct wire_query *q);
 
 /**
- * Start a reply to q: header (QR, RA, opcode, RD and CD from the query,
- * the given rcode) and, when q has one, the question as the client spelled
- * it.  Counts other than QDCOUNT are zero.
+ * Start a reply to q: header (QR, opcode, RD from the query, the given
+ * rcode, and for opcode QUERY only, RA and the query's CD) and, when q
+ * has one, the question as the client spelled it.  Counts other than
+ * QDCOUNT are zero.
  * @return bytes written (out must hold WIRE_HDR + 4 + 256)
  */
 size_t wire_reply_begin(uint8_t *out, const struct wire_query *q, uint16_t rcode);

@@ -270,6 +270,43 @@ def test_other_opcodes_not_implemented(upstream, daemon):
     assert upstream.count() == 0
 
 
+OPT = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+
+
+def has_opt(reply):
+    """The reply's additional section ends in our OPT (no EDE: 11 bytes)."""
+    ar = struct.unpack("!H", reply[10:12])[0]
+    return ar >= 1 and b"\x00\x00\x29" in reply[12:]
+
+
+def test_opcode_before_question_count(upstream, daemon):
+    """RFC 1035/6895: an unknown opcode is NOTIMP whatever the counts; its
+    reply sets neither RA nor CD; RFC 6891 7: OPT echoed, error or not."""
+    d = daemon(basic_config(upstream))
+    question = QNAME + struct.pack("!HH", 1, 1)
+    for opcode in (dns.opcode.STATUS, 3, dns.opcode.NOTIFY, 15):
+        for qd, body in ((0, b""), (1, question)):
+            flags = (int(opcode) << 11) | 0x0110   # RD and CD asked
+            r = d.raw(header(flags=flags, qd=qd, ar=1) + body + OPT)
+            assert r is not None, (opcode, qd)
+            assert (r[3] & 0xf) == dns.rcode.NOTIMP, (opcode, qd)
+            reply_flags = struct.unpack("!H", r[2:4])[0]
+            assert (reply_flags >> 11) & 0xf == int(opcode)
+            assert not reply_flags & 0x0080, "RA set on a non-QUERY reply"
+            assert not reply_flags & 0x0010, "CD set on a non-QUERY reply"
+            assert has_opt(r), (opcode, qd)
+            # Without OPT in the query, none in the reply.
+            r = d.raw(header(flags=flags, qd=qd) + body)
+            assert (r[3] & 0xf) == dns.rcode.NOTIMP and not has_opt(r)
+    # FORMERR keeps OPT too: no question, two questions, two OPTs.
+    for packet in (header(qd=0, ar=1) + OPT, header(qd=2, ar=1) + question * 2 + OPT,
+                   header(ar=2) + question + OPT + OPT):
+        r = d.raw(packet)
+        assert (r[3] & 0xf) == dns.rcode.FORMERR and has_opt(r)
+        assert struct.unpack("!H", r[2:4])[0] & 0x0080  # RA: a QUERY
+    assert upstream.count() == 0
+
+
 def test_zone_transfer_and_meta_types_refused(upstream, daemon):
     d = daemon(basic_config(upstream))
     r = d.query("example.com", "AXFR")
