@@ -51,7 +51,7 @@ struct cache_answer {
 	uint16_t nttl;
 	uint16_t ttl_off[CACHE_MAX_RRS];
 	uint32_t ttl;          /**< how long it may be cached; 0: not at all */
-	bool has_target;       /**< holds CNAME, DNAME, SVCB or HTTPS records: targets filter mode checks */
+	bool has_target;       /**< holds records with targets (wire_type_has_target) that filter mode checks */
 };
 
 struct cache_entry;

@@ -15,6 +15,7 @@
 #include "nft.h"
 #include "query.h"
 #include "ratelimit.h"
+#include "scrub.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -176,8 +177,9 @@ static size_t put_soa(uint8_t *out, size_t len, uint32_t ttl)
 	return len + 12 + sizeof(rdata_names) + 20;
 }
 
+/** Answer as denied; the EDE text is who blocked it (by) and why. */
 static void answer_deny(struct server *s, const struct reply_to *rt, const struct wire_query *q,
-			const char *rule)
+			const char *by, const char *rule)
 {
 	static const uint16_t rcodes[] = { LDNS_RCODE_NXDOMAIN, LDNS_RCODE_NOERROR,
 					   LDNS_RCODE_REFUSED };
@@ -189,7 +191,7 @@ static void answer_deny(struct server *s, const struct reply_to *rt, const struc
 		wire_put16(s->out + 2, wire_get16(s->out + 2) | WIRE_AA);
 		len = put_soa(s->out, len, s->cfg->deny_ttl);
 	}
-	snprintf(ede, sizeof(ede), "blocked by acrdns: %s", rule);
+	snprintf(ede, sizeof(ede), "%s: %s", by, rule);
 	finish(s, rt, q, len, 0, EDE_BLOCKED, ede);
 }
 
@@ -334,7 +336,7 @@ static bool answer_decided(struct server *s, const struct reply_to *rt, const st
 	if (d->verdict == VERDICT_LOCAL)
 		answer_local(s, rt, q, policy_local(s->policy, d));
 	else if (d->verdict == VERDICT_DENY)
-		answer_deny(s, rt, q, rule);
+		answer_deny(s, rt, q, "blocked by acrdns", rule);
 	else
 		return false;
 	return true;
@@ -380,26 +382,38 @@ static void reply_servfail(struct server *s, const struct reply_to *rt, const st
 
 /**
  * Answer a waiting client as denied because a target in its answer is
- * denied (d and target say which) or cannot be read, then free it.
+ * denied (d and target say which), cannot be read, or is the ".invalid"
+ * name an upstream blocks with (target), then free it.
  */
 static void client_deny_chain(struct server *s, struct query_client *c, enum chain_check why,
 			      const struct policy_decision *d, const uint8_t *target)
 {
 	static const struct policy_decision unreadable = { VERDICT_DENY, -1, NULL, -1 };
 	char rule[400], via[WIRE_NAME_STRLEN];
+	const char *by = "blocked by acrdns";
 
 	if (why == CHAIN_UNREADABLE) {
 		d = &unreadable;
 		snprintf(rule, sizeof(rule), "a target in the answer cannot be decoded");
 		strcpy(via, "?");
+	} else if (why == CHAIN_BLOCKED) {
+		/* The upstream's own filter said no (Azure DNS Security Policy):
+		 * say so, not that a rule of ours did. */
+		d = &unreadable;
+		wire_name_str(target, via);
+		snprintf(rule, sizeof(rule), "the answer's chain ends in %s", via);
+		by = "blocked upstream";
 	} else {
 		policy_describe(s->policy, d, rule, sizeof(rule));
 		wire_name_str(target, via);
 	}
-	STAT_INC(s->stats.cname_denied);
+	if (why == CHAIN_BLOCKED)
+		STAT_INC(s->stats.upstream_blocked);
+	else
+		STAT_INC(s->stats.cname_denied);
 	if (s->cfg->log_queries != QLOG_NONE)
 		log_decision(s, &c->rt, &c->q, d, rule, via);
-	answer_deny(s, &c->rt, &c->q, rule);
+	answer_deny(s, &c->rt, &c->q, by, rule);
 	client_done(c);
 }
 
@@ -424,29 +438,82 @@ static bool client_try_stale(struct server *s, struct query_client *c, bool fail
 	return true;
 }
 
-/** A reply arrived: cache it when it may be kept, and answer every client. */
+/**
+ * Scrub a prepared upstream answer (scrub_answer() under the current
+ * policy), counting what goes.  When records go, the rebuilt message is
+ * prepared again, so that the TTL offsets the cache keeps are those of
+ * what is left and the cache never holds what was removed.
+ * @param a the answer as upstream prepared it
+ * @return the answer to use: a, or the rebuilt one (valid until the next
+ *         call); NULL when a record that would stay cannot be decoded or
+ *         the message cannot be read (the answer must be refused whole)
+ */
+static const struct cache_answer *scrub_prepared(struct server *s, const struct cache_answer *a)
+{
+	/* The main loop's alone, as srv->answer is: workers never see upstream. */
+	static uint8_t buf[65535];
+	static struct cache_answer rebuilt;
+	struct scrub_result r;
+	size_t out_len;
+
+	switch (scrub_answer(s->policy, a->msg, a->len, buf, sizeof(buf), &out_len, &r)) {
+	case SCRUB_CLEAN:
+		return a;
+	case SCRUB_REWRITTEN:
+		break;
+	default:
+		return NULL;
+	}
+	STAT_ADD(s->stats.scrubbed, r.removed[0] + r.removed[1] + r.removed[2]);
+	if (log_enabled(LOG_LVL_DEBUG)) {
+		char name[WIRE_NAME_STRLEN];
+		uint8_t q[WIRE_NAME_MAX + 1];
+		size_t pos = WIRE_HDR;
+		if (wire_name_read(buf, out_len, &pos, q) > 0) {
+			wire_name_str(q, name);
+			log_debug("answer for %s scrubbed: %u answer, %u authority, %u additional "
+				  "records removed", name, r.removed[0], r.removed[1], r.removed[2]);
+		}
+	}
+	if (cache_prepare(buf, out_len, &s->ttl, &rebuilt) < 0)
+		return NULL;
+	return &rebuilt;
+}
+
+/**
+ * A reply arrived: scrub it, check its chain, cache it when it may be
+ * kept, and answer every client.
+ */
 static void answer_waiters(struct server *s, const struct cache_key *key,
 			   const struct cache_answer *a, struct query_client *c)
 {
-	struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
 	struct policy_decision d, own;
 	uint8_t target[WIRE_NAME_MAX + 3];
-	enum chain_check chain = query_chain_check(s, a, &d, target);
+	enum chain_check chain;
 
+	/* Scrubbed before anything reads or keeps it: what goes never
+	 * reaches the cache, the chain check or a client. */
+	a = scrub_prepared(s, a);
+	chain = a ? query_chain_check(s, a, &d, target) : CHAIN_UNREADABLE;
 	/* An answer for a name that a rule allows is trusted whole (Azure's
 	 * own chains run through names a deny rule covers) and kept.  One that
 	 * only filter mode's default let through is not kept when a target is
 	 * denied: the next client is checked again. */
 	if (chain != CHAIN_CLEAN)
 		policy_decide(s->policy, key->name, key->name_len, &own);
-	if (chain == CHAIN_CLEAN || own.verdict == VERDICT_ALLOW)
+	/* A block decided upstream is answered as one for every client and
+	 * not kept: its TTL (10^9 from Azure) is not ours to serve. */
+	bool everyone = chain == CHAIN_BLOCKED;
+	if (chain == CHAIN_CLEAN || (!everyone && own.verdict == VERDICT_ALLOW))
 		cache_insert(s->cache, key, a, server_now_ms(), s->ttl.stale_ttl, s->policy_gen);
 	for (struct query_client *next; c; c = next) {
 		next = c->next;
-		if (chain != CHAIN_CLEAN && c->verdict == VERDICT_PASS)
+		if (everyone || (chain != CHAIN_CLEAN && c->verdict == VERDICT_PASS)) {
 			client_deny_chain(s, c, chain, &d, target);
-		else
+		} else {
+			struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
 			client_answer(s, c, cache_render(&m, 0, false, &c->q, s->out), false);
+		}
 	}
 }
 
@@ -670,32 +737,21 @@ void query_prefetch(struct server *s, const uint8_t *name, size_t len, uint16_t 
  */
 static int read_target(const uint8_t *msg, size_t len, const struct wire_rr *rr, uint8_t *target)
 {
-	size_t p = rr->rdata, end = rr->rdata + rr->rdlen;
 	int n;
 
-	if (rr->type == LDNS_RR_TYPE_SVCB || rr->type == LDNS_RR_TYPE_HTTPS) {
-		/* SvcPriority, then TargetName; "." names the owner itself (RFC 9460 2.5). */
-		if (rr->rdlen < 3)
-			return -1;
-		p += 2;
-		n = wire_name_read(msg, len, &p, target);
-		if (n < 0 || p > end)
-			return -1;
-		return n == 1 ? 0 : n;
-	}
 	if (rr->type == LDNS_RR_TYPE_DNAME) {
 		/* A DNAME moves a whole subtree: check a name below the
 		 * target, which wildcard rules on the target cover.  A
-		 * label "*" never stands in the rule table as an exact name. */
+		 * label "*" never stands in the rule table as an exact name.
+		 * The names it rewrites in this answer are checked too. */
 		target[0] = 1;
 		target[1] = '*';
-		n = wire_name_read(msg, len, &p, target + 2);
-		if (n < 0 || n + 2 > WIRE_NAME_MAX || p != end)
+		n = scrub_rdata_target(msg, len, rr, target + 2);
+		if (n < 0 || n + 2 > WIRE_NAME_MAX)
 			return -1;
 		return n + 2;
 	}
-	n = wire_name_read(msg, len, &p, target);
-	return n < 0 || p != end ? -1 : n;
+	return scrub_rdata_target(msg, len, rr, target);
 }
 
 enum chain_check query_chain_check(const struct server *s, const struct cache_answer *a,
@@ -705,9 +761,28 @@ enum chain_check query_chain_check(const struct server *s, const struct cache_an
 	unsigned total = (unsigned)wire_get16(a->msg + 6) + wire_get16(a->msg + 8) +
 			 wire_get16(a->msg + 10);
 	struct wire_rr rr;
+	struct scrub_chain chain;
 
 	if (!a->has_target)
 		return CHAIN_CLEAN;
+	if (scrub_chain_walk(a->msg, a->len, &chain) < 0)
+		return CHAIN_UNREADABLE;
+	int invalid = scrub_chain_invalid(&chain);
+	if (invalid >= 0) {
+		memcpy(target, chain.name[invalid], chain.len[invalid]);
+		return CHAIN_BLOCKED;
+	}
+	/* RFC 6672 2.2: the question (or a chain name) as a DNAME rewrites
+	 * it is where a DNAME-aware client goes, synthesized CNAME or not. */
+	for (unsigned i = 1; i < chain.n; i++) {
+		if (!chain.by_dname[i])
+			continue;
+		policy_decide(s->policy, chain.name[i], chain.len[i], d);
+		if (d->verdict == VERDICT_DENY) {
+			memcpy(target, chain.name[i], chain.len[i]);
+			return CHAIN_DENIED;
+		}
+	}
 	if (wire_name_read(a->msg, a->len, &pos, NULL) < 0)
 		return CHAIN_UNREADABLE;
 	pos += 4;

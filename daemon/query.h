@@ -48,16 +48,19 @@ enum chain_check {
 	CHAIN_CLEAN,        /**< every target is allowed or passed */
 	CHAIN_DENIED,       /**< a target is denied */
 	CHAIN_UNREADABLE,   /**< a target cannot be decoded: treated as denied */
+	CHAIN_BLOCKED,      /**< the chain reaches a ".invalid" name: blocked upstream */
 };
 
 /**
- * Check the targets of a prepared answer against the policy: CNAME and
- * DNAME targets and SVCB/HTTPS TargetNames, in every section.  A target
- * this decoder refuses (a forward or overlong compression pointer, a name
- * that overruns its record) is one that a client might still decode and
- * follow, so it counts as denied.
+ * Check the targets of a prepared (scrubbed) answer against the policy:
+ * CNAME and DNAME targets, the question as a DNAME rewrites it (RFC 6672
+ * 2.2), SVCB/HTTPS TargetNames and SRV, MX and NAPTR targets, in every
+ * section.  A target this decoder refuses (a forward or overlong
+ * compression pointer, a name that overruns its record) is one that a
+ * client might still decode and follow, so it counts as denied.  A chain
+ * that reaches a ".invalid" name is CHAIN_BLOCKED, whatever the policy.
  * @param d receives the decision for the first denied target
- * @param target receives that target (WIRE_NAME_MAX + 3 bytes)
+ * @param target receives that target, or the ".invalid" name (WIRE_NAME_MAX + 3 bytes)
  */
 enum chain_check query_chain_check(const struct server *s, const struct cache_answer *a,
 				   struct policy_decision *d, uint8_t *target);

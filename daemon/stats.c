@@ -15,7 +15,7 @@
 const struct stats_field stats_fields[] = {
 	F(queries_udp), F(queries_tcp), F(dropped), F(formerr), F(notimp), F(badvers),
 	F(refused_access), F(refused_class), F(allowed), F(passed), F(denied), F(local),
-	F(cname_denied), F(cache_hits), F(cache_misses), F(stale_served), F(servfail),
+	F(cname_denied), F(upstream_blocked), F(scrubbed), F(cache_hits), F(cache_misses), F(stale_served), F(servfail),
 	F(truncated), F(merged), F(upstream_sent), F(upstream_tcp), F(upstream_timeouts),
 	F(upstream_errors), F(upstream_bogus), F(tcp_refused), F(rate_limited),
 	F(inflight_full), F(send_errors),

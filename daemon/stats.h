@@ -16,6 +16,8 @@ struct stats {
 	uint64_t formerr, notimp, badvers, refused_access, refused_class;
 	uint64_t allowed, passed, denied, local;
 	uint64_t cname_denied;
+	uint64_t upstream_blocked;    /**< answers whose chain reaches a .invalid name */
+	uint64_t scrubbed;            /**< records removed from upstream answers */
 	uint64_t cache_hits, cache_misses, stale_served, servfail;
 	uint64_t truncated;
 	uint64_t merged;              /**< joined an identical question in flight */

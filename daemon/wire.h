@@ -108,12 +108,16 @@ struct wire_rr {
 
 /**
  * @return true for the types whose RDATA names a target that a client
- * goes on to: CNAME, DNAME, and SVCB and HTTPS (RFC 9460 TargetName).
+ * goes on to: CNAME, DNAME, SVCB and HTTPS (RFC 9460 TargetName), and
+ * SRV, MX and NAPTR (a client connects to the host they name, with the
+ * addresses the additional section offers for it).
  */
 static inline bool wire_type_has_target(uint16_t type)
 {
 	return type == LDNS_RR_TYPE_CNAME || type == LDNS_RR_TYPE_DNAME ||
-	       type == LDNS_RR_TYPE_SVCB || type == LDNS_RR_TYPE_HTTPS;
+	       type == LDNS_RR_TYPE_SVCB || type == LDNS_RR_TYPE_HTTPS ||
+	       type == LDNS_RR_TYPE_SRV || type == LDNS_RR_TYPE_MX ||
+	       type == LDNS_RR_TYPE_NAPTR;
 }
 
 /**

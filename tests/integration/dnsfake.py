@@ -24,10 +24,11 @@ class Behaviour:
 
     def __init__(self, records=(), rcode=dns.rcode.NOERROR, authority=(), delay=0.0,
                  drop=False, garbage=False, wrong_id=False, wrong_question=False,
-                 tc=False, tcp_close=False, ttl=300, craft=None):
+                 tc=False, tcp_close=False, ttl=300, craft=None, additional=()):
         self.records = list(records)
         self.rcode = rcode
         self.authority = list(authority)
+        self.additional = list(additional)
         self.delay = delay
         self.drop = drop
         self.garbage = garbage
@@ -153,6 +154,8 @@ class FakeUpstream:
                     resp.answer.append(rrset)
             for text in b.authority:
                 resp.authority.append(self._rrset(text, b.ttl))
+            for text in b.additional:
+                resp.additional.append(self._rrset(text, b.ttl))
             # NXDOMAIN, and NODATA for types not scripted, carry an SOA (RFC 2308).
             if not resp.answer and not b.authority and \
                     b.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):

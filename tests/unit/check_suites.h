@@ -11,6 +11,7 @@ Suite *policy_suite(void);
 Suite *discovery_suite(void);
 Suite *nft_suite(void);
 Suite *query_suite(void);
+Suite *scrub_suite(void);
 
 /** Write text to a new temporary file; returns its path (static buffer per call site). */
 char *unit_tmpfile(const char *name, const char *text);
