@@ -502,8 +502,9 @@ static void answer_waiters(struct server *s, const struct cache_key *key,
 	if (chain != CHAIN_CLEAN)
 		policy_decide(s->policy, key->name, key->name_len, &own);
 	/* A block decided upstream is answered as one for every client and
-	 * not kept: its TTL (10^9 from Azure) is not ours to serve. */
-	bool everyone = chain == CHAIN_BLOCKED;
+	 * not kept: its TTL (10^9 from Azure) is not ours to serve.  So is an
+	 * answer with a name we cannot decode: it cannot be scrubbed. */
+	bool everyone = chain == CHAIN_BLOCKED || chain == CHAIN_UNREADABLE;
 	if (chain == CHAIN_CLEAN || (!everyone && own.verdict == VERDICT_ALLOW))
 		cache_insert(s->cache, key, a, server_now_ms(), s->ttl.stale_ttl, s->policy_gen);
 	for (struct query_client *next; c; c = next) {

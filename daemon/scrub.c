@@ -491,7 +491,7 @@ static bool rdata_shape(const uint8_t *msg, const struct wire_rr *rr, size_t *pr
 	}
 }
 
-/** Write one record.  @return 0, or -1 when its RDATA cannot be read */
+/** Write one record.  @return 0, or -1 when its RDATA cannot be read or w is full */
 static int put_record(struct writer *w, const struct ctx *x, const struct wire_rr *rr,
 		      const uint8_t *owner, size_t olen)
 {
@@ -576,7 +576,7 @@ enum scrub_status scrub_answer(const struct policy *p, const uint8_t *msg, size_
 			if (!keep(x, s, &rr, owner, (size_t)olen))
 				continue;
 			if (put_record(&w, x, &rr, owner, (size_t)olen) < 0)
-				return SCRUB_MALFORMED;
+				return w.full ? SCRUB_MALFORMED : SCRUB_UNREADABLE;
 			kept[s]++;
 		}
 	}

@@ -56,7 +56,11 @@ int scrub_chain_invalid(const struct scrub_chain *c);
 enum scrub_status {
 	SCRUB_CLEAN,      /**< nothing to remove: use the message as it is */
 	SCRUB_REWRITTEN,  /**< records removed: use the rebuilt message */
-	SCRUB_MALFORMED,  /**< the message (or a kept record's RDATA) cannot be read */
+	SCRUB_MALFORMED,  /**< the message cannot be read: drop it */
+	SCRUB_UNREADABLE, /**< a record that stays names something this decoder
+			       refuses (a forward compression pointer, say), which
+			       a client might still follow: it cannot be rebuilt,
+			       so the answer must be refused whole */
 };
 
 /** How many records scrubbing removed, per section (answer, authority, additional). */

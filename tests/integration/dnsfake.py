@@ -156,11 +156,13 @@ class FakeUpstream:
                 resp.authority.append(self._rrset(text, b.ttl))
             for text in b.additional:
                 resp.additional.append(self._rrset(text, b.ttl))
-            # NXDOMAIN, and NODATA for types not scripted, carry an SOA (RFC 2308).
+            # NXDOMAIN, and NODATA for types not scripted, carry an SOA (RFC 2308)
+            # of a zone that encloses the name, as a real server's does.
             if not resp.answer and not b.authority and \
                     b.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                zone = q.name.parent() if len(q.name.labels) > 2 else q.name
                 resp.authority.append(dns.rrset.from_text(
-                    "example.", 60, "IN", "SOA", "ns.example. host.example. 1 3600 600 86400 60"))
+                    zone, 60, "IN", "SOA", "ns.example. host.example. 1 3600 600 86400 60"))
         wire = resp.to_wire(max_size=65535)
         if b.wrong_question:
             other = dns.message.make_query("wrong.example.", q.rdtype)

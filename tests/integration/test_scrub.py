@@ -9,7 +9,7 @@ import dns.rdatatype
 import pytest
 
 from test_faults import stats
-from test_policy import azure_chain, policy_config
+from test_policy import azure_chain, hidden_target_reply, policy_config
 
 VICTIM = "victim.blob.core.windows.net"
 
@@ -115,6 +115,20 @@ def test_allowed_answer_scrubbed_before_the_cache(upstream, daemon, mode):
         assert [rrset.name.to_text() for rrset in r.authority] == ["azurecr.io."]
     assert upstream.count("contoso.azurecr.io") == 1
     assert stats(d)["scrubbed"] >= 3
+
+
+@pytest.mark.parametrize("how", ["forward", "hops"])
+def test_allowed_answer_that_cannot_be_scrubbed_is_denied(upstream, daemon, how):
+    # A CNAME whose target this decoder refuses (glibc follows it into
+    # storage) cannot be rebuilt: even an allowed name's answer is refused,
+    # or one undecodable record would carry everything past the scrubber.
+    upstream.set("contoso.azurecr.io", craft=lambda q: hidden_target_reply(q, how))
+    d = daemon(policy_config(upstream, mode="allowlist"))
+    for _ in range(2):
+        r = d.query("contoso.azurecr.io", use_edns=0)
+        assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+        assert "cannot be decoded" in ede_text(r)
+    assert upstream.count("contoso.azurecr.io") == 2  # never cached
 
 
 @pytest.mark.parametrize("mode,allow", [("filter", False), ("allowlist", True)])
