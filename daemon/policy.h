@@ -17,7 +17,7 @@
 #include "rules.h"
 
 enum verdict {
-	VERDICT_ALLOW,   /**< allowed by an explicit rule: answers trusted whole */
+	VERDICT_ALLOW,   /**< allowed by an explicit rule: its answer's chain trusted whole */
 	VERDICT_PASS,    /**< forwarded by filter mode's default: CNAME targets checked */
 	VERDICT_DENY,
 	VERDICT_LOCAL,   /**< answered from the configuration */
