@@ -329,6 +329,45 @@ START_TEST(truncated_and_garbage)
 }
 END_TEST
 
+START_TEST(undecodable_kept_record)
+{
+	struct config *cfg;
+	struct policy *p = build("allowlist", &cfg);
+	/* contoso.azurecr.io A: a CNAME whose target is a forward pointer
+	 * (to the next owner), a storage address, and a stray A. */
+	static const uint8_t hdr[] = { 0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0 };
+	static const uint8_t qname[] = "\7contoso\7azurecr\2io";
+	static const uint8_t target[] = "\6victim\4blob\4core\7windows\3net";
+	uint8_t m[512];
+	size_t len = 0, n;
+
+	memcpy(m, hdr, sizeof(hdr));
+	len = sizeof(hdr);
+	memcpy(m + len, qname, sizeof(qname));
+	len += sizeof(qname);
+	memcpy(m + len, "\0\1\0\1", 4);
+	len += 4;
+	size_t next = len + 2 + 10 + 2;   /* where the next record's owner starts */
+	uint8_t cname[] = { 0xc0, 12, 0, 5, 0, 1, 0, 0, 1, 44, 0, 2,
+			    (uint8_t)(0xc0 | (next >> 8)), (uint8_t)next };
+	memcpy(m + len, cname, sizeof(cname));
+	len += sizeof(cname);
+	memcpy(m + len, target, sizeof(target));
+	len += sizeof(target);
+	uint8_t a[] = { 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 20, 60, 0, 9 };
+	memcpy(m + len, a, sizeof(a));
+	len += sizeof(a);
+	uint8_t stray[] = { 0xc0, 12, 0, 16, 0, 1, 0, 0, 1, 44, 0, 2, 1, 'x' };
+	memcpy(m + len, stray, sizeof(stray));
+	len += sizeof(stray);
+	/* The CNAME stays (its owner is the question), but cannot be
+	 * rebuilt: the answer must be refused, never passed unscrubbed. */
+	ck_assert_int_eq(scrub_answer(p, m, len, out, sizeof(out), &n, NULL), SCRUB_UNREADABLE);
+	policy_free(p);
+	config_free(cfg);
+}
+END_TEST
+
 Suite *scrub_suite(void)
 {
 	Suite *s = suite_create("scrub");
@@ -342,6 +381,7 @@ Suite *scrub_suite(void)
 	tcase_add_test(tc, chain_into_invalid);
 	tcase_add_test(tc, rdata_targets);
 	tcase_add_test(tc, truncated_and_garbage);
+	tcase_add_test(tc, undecodable_kept_record);
 	suite_add_tcase(s, tc);
 	return s;
 }
