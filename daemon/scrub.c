@@ -552,7 +552,10 @@ enum scrub_status scrub_answer(const struct policy *p, const uint8_t *msg, size_
 		x->count[s] = wire_get16(msg + 6 + 2 * s);
 	x->trusted = decide(x, x->chain.name[0], x->chain.len[0], NULL) == VERDICT_ALLOW;
 
-	if (each_record(x, collect_zone) < 0 || each_record(x, collect_pointed) < 0 ||
+	/* Zones matter only to the authority section, pointed names only to
+	 * the additional: most answers have neither, and skip those passes. */
+	if ((x->count[1] && each_record(x, collect_zone) < 0) ||
+	    (x->count[2] && each_record(x, collect_pointed) < 0) ||
 	    each_record(x, count_removed) < 0)
 		return SCRUB_MALFORMED;
 	if (r->removed[0] + r->removed[1] + r->removed[2] == 0)
