@@ -389,7 +389,8 @@ static void client_deny_chain(struct server *s, struct query_client *c, enum cha
 			      const struct policy_decision *d, const uint8_t *target)
 {
 	static const struct policy_decision unreadable = { VERDICT_DENY, -1, NULL, -1 };
-	char rule[400], via[WIRE_NAME_STRLEN];
+	/* rule may hold via: an escaped name is up to WIRE_NAME_STRLEN long. */
+	char rule[400 + WIRE_NAME_STRLEN], via[WIRE_NAME_STRLEN];
 	const char *by = "blocked by acrdns";
 
 	if (why == CHAIN_UNREADABLE) {
