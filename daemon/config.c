@@ -37,7 +37,7 @@ const char *const config_keys[] = {
 	"registries.login_server", "registries.data_endpoints", "registries.discovery",
 	"discovery.source", "discovery.path", "discovery.command", "discovery.interval",
 	"discovery.timeout", "discovery.resource_id", "discovery.arm_endpoint",
-	"discovery.imds_endpoint", "discovery.client_id",
+	"discovery.imds_endpoint", "discovery.client_id", "discovery.api_version",
 	NULL,
 };
 
@@ -669,11 +669,27 @@ static int load_local(struct loader *ld, struct config *cfg, const config_settin
 	return 0;
 }
 
+/** @return true for YYYY-MM-DD, optionally followed by -preview (or another -word). */
+static bool api_version_ok(const char *v)
+{
+	for (int i = 0; i < 10; i++)
+		if (i == 4 || i == 7 ? v[i] != '-' : !(v[i] >= '0' && v[i] <= '9'))
+			return false;
+	if (v[10] == '\0')
+		return true;
+	if (v[10] != '-' || !v[11])
+		return false;
+	for (const char *p = v + 11; *p; p++)
+		if (!(*p >= 'a' && *p <= 'z'))
+			return false;
+	return true;
+}
+
 static int load_discovery(struct loader *ld, struct cfg_discovery *d, const config_setting_t *g)
 {
 	static const char *const keys[] = { "source", "path", "command", "interval", "timeout",
 					    "resource_id", "arm_endpoint", "imds_endpoint",
-					    "client_id", NULL };
+					    "client_id", "api_version", NULL };
 	static const char *const sources[] = { "static", "file", "command", "arm", NULL };
 	const config_setting_t *s;
 	const char *v;
@@ -706,6 +722,7 @@ static int load_discovery(struct loader *ld, struct cfg_discovery *d, const conf
 		{ "arm_endpoint", offsetof(struct cfg_discovery, arm_endpoint) },
 		{ "imds_endpoint", offsetof(struct cfg_discovery, imds_endpoint) },
 		{ "client_id", offsetof(struct cfg_discovery, client_id) },
+		{ "api_version", offsetof(struct cfg_discovery, api_version) },
 	};
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
 		if (!(s = config_setting_get_member(g, strs[i].key)))
@@ -748,6 +765,13 @@ static int load_discovery(struct loader *ld, struct cfg_discovery *d, const conf
 	if (d->resource_id && (d->resource_id[0] != '/' || strpbrk(d->resource_id, "?# \t\r\n")))
 		return fail(ld, g, "'resource_id' must be an ARM resource path such as "
 			    "/subscriptions/ID/resourceGroups/RG/providers/Microsoft.ContainerRegistry/registries/NAME");
+	if (d->api_version && d->source != SOURCE_ARM)
+		return fail(ld, config_setting_get_member(g, "api_version"),
+			    "'api_version' is a setting of discovery source 'arm' only");
+	if (d->api_version && !api_version_ok(d->api_version))
+		return fail(ld, config_setting_get_member(g, "api_version"),
+			    "'api_version' is '%s'; expected an ARM api-version such as \"2025-11-01\" "
+			    "or \"2026-09-01-preview\", or leave it out to let acrdnsd choose", d->api_version);
 	for (const char *const *e = (const char *const[]){ d->arm_endpoint, d->imds_endpoint }, *const *end = e + 2;
 	     e < end; e++)
 		if (*e && strncmp(*e, "https://", 8) != 0 && strncmp(*e, "http://", 7) != 0)
@@ -1040,6 +1064,7 @@ void config_free(struct config *cfg)
 		free(d->arm_endpoint);
 		free(d->imds_endpoint);
 		free(d->client_id);
+		free(d->api_version);
 	}
 	free(cfg->registries);
 	free(cfg->state_dir);

@@ -64,6 +64,7 @@ struct cfg_discovery {
 	char *arm_endpoint;
 	char *imds_endpoint;
 	char *client_id;
+	char *api_version;     /**< ARM api-version to ask for; NULL: newest first, falling back */
 };
 
 struct cfg_registry {

@@ -32,10 +32,14 @@
 
 #define DOC_MAX (1024 * 1024)   /* a registry document is a few KiB */
 #define BACKOFF_FIRST 2.0
-/* The current stable version, which also lists regional endpoints; the
- * older one for clouds that do not offer it yet. */
-#define ARM_API_VERSION "2025-11-01"
-#define ARM_API_FALLBACK "2023-07-01"
+/*
+ * The api-versions asked for, newest first.  Only the previews list
+ * regionalEndpointHostNames (<registry>.<region>.geo.azurecr.io); the
+ * stable versions have dataEndpointHostNames alone.  A cloud that answers
+ * HTTP 400 (it does not know the version) is asked with the next one.
+ */
+static const char *const arm_api_versions[] = { "2026-09-01-preview", "2025-11-01", "2023-07-01",
+						NULL };
 #define IMDS_API_VERSION "2018-02-01"
 #define TOKEN_MARGIN 300   /* seconds before expires_on that a token is renewed */
 
@@ -148,7 +152,10 @@ enum discovery_status discovery_parse(const char *doc, size_t len, const char *l
 	}
 	props = json_object_get(root, "properties");
 	if (json_is_object(props)) {
-		/* An ARM registry resource. */
+		/* An ARM registry resource.  Only the host-name arrays count: the
+		 * flags beside them were renamed between previews
+		 * (regionalEndpointEnabled, then regionalEndpoints: "Enabled"), and
+		 * a name listed is a name served. */
 		login = json_object_get(props, "loginServer");
 		data = json_object_get(props, "dataEndpointHostNames");
 		regional = json_object_get(props, "regionalEndpointHostNames");
@@ -385,7 +392,7 @@ struct task {
 	char *token;
 	time_t token_expires;
 	bool auth_retried;
-	bool api_fallback;          /**< ARM refused ARM_API_VERSION: ARM_API_FALLBACK from now on */
+	unsigned api_step;          /**< index in arm_api_versions: each HTTP 400 moves one on */
 };
 
 struct discovery {
@@ -478,6 +485,7 @@ static void task_free(struct task *t)
 	free(t->src.arm_endpoint);
 	free(t->src.imds_endpoint);
 	free(t->src.client_id);
+	free(t->src.api_version);
 	free(t->login);
 	free(t->src.path);
 	if (t->src.command)
@@ -973,11 +981,12 @@ static void arm_resource_done(void *arg, long status, const char *body, size_t l
 		arm_fetch_token(t);
 		return;
 	}
-	if (status == 400 && !t->api_fallback) {
-		/* A cloud that does not know this api-version yet: the older one, at once. */
-		log_warn("discovery %s: ARM refused api-version " ARM_API_VERSION " (HTTP 400: %.200s); "
-			 "using " ARM_API_FALLBACK, t->login, body);
-		t->api_fallback = true;
+	if (status == 400 && !t->src.api_version && arm_api_versions[t->api_step + 1]) {
+		/* A cloud that does not know this api-version yet: the next one, at
+		 * once and from now on, so that each step is logged once. */
+		log_warn("discovery %s: ARM refused api-version %s (HTTP 400: %.200s); using %s",
+			 t->login, arm_api_versions[t->api_step], body, arm_api_versions[t->api_step + 1]);
+		t->api_step++;
 		arm_fetch_resource(t);
 		return;
 	}
@@ -997,7 +1006,7 @@ static void arm_fetch_resource(struct task *t)
 
 	base_url(t->src.arm_endpoint, base, sizeof(base));
 	snprintf(url, sizeof(url), "%s%s?api-version=%s", base, t->src.resource_id,
-		 t->api_fallback ? ARM_API_FALLBACK : ARM_API_VERSION);
+		 t->src.api_version ? t->src.api_version : arm_api_versions[t->api_step]);
 	if ((size_t)snprintf(auth, sizeof(auth), "Authorization: Bearer %s", t->token) >= sizeof(auth)) {
 		task_failed(t, "managed identity token is too long");
 		return;
@@ -1080,6 +1089,7 @@ static struct task *task_new(struct discovery *d, const struct cfg_registry *r, 
 	t->src.imds_endpoint = strdup(r->discovery.imds_endpoint ? r->discovery.imds_endpoint
 								 : "http://169.254.169.254");
 	t->src.client_id = r->discovery.client_id ? strdup(r->discovery.client_id) : NULL;
+	t->src.api_version = r->discovery.api_version ? strdup(r->discovery.api_version) : NULL;
 	t->login = strdup(r->login_server.s);
 	t->state_dir = strdup(cfg->state_dir);
 	if (r->discovery.command) {
@@ -1094,6 +1104,7 @@ static struct task *task_new(struct discovery *d, const struct cfg_registry *r, 
 	    !t->src.arm_endpoint || !t->src.imds_endpoint ||
 	    (r->discovery.resource_id && !t->src.resource_id) ||
 	    (r->discovery.client_id && !t->src.client_id) ||
+	    (r->discovery.api_version && !t->src.api_version) ||
 	    (r->discovery.command && !t->src.command)) {
 		task_free(t);
 		return NULL;

@@ -14,8 +14,9 @@ class ArmFake:
     def __init__(self, login="contoso.azurecr.io"):
         self.login = login
         self.endpoints = ["contoso.eastus.data.azurecr.io"]
-        self.regional = []          # regionalEndpointHostNames, in 2025-11-01 answers
-        self.versions = {"2025-11-01", "2023-07-01"}   # api-versions this "cloud" knows
+        self.regional = []          # regionalEndpointHostNames, in the previews' answers
+        # api-versions this "cloud" knows, each answered in its documented shape
+        self.versions = {"2026-09-01-preview", "2026-01-01-preview", "2025-11-01", "2023-07-01"}
         self.statuses = []          # popped per resource request; then 200
         self.token_lifetime = 3600
         self.tokens = 0
@@ -80,13 +81,32 @@ class ArmFake:
                 return h._send(400, {"error": {
                     "code": "InvalidApiVersionParameter",
                     "message": f"The api-version '{version}' is invalid."}})
-            props = {"loginServer": self.login, "dataEndpointEnabled": True,
-                     "dataEndpointHostNames": list(self.endpoints)}
-            if version >= "2025-11-01":
-                props["regionalEndpoints"] = "Enabled" if self.regional else "Disabled"
-                props["regionalEndpointHostNames"] = list(self.regional)
             h._send(200, {"id": RESOURCE, "name": "contoso",
-                          "type": "Microsoft.ContainerRegistry/registries", "properties": props})
+                          "type": "Microsoft.ContainerRegistry/registries",
+                          "properties": self.properties(version)})
+
+    def properties(self, version):
+        """RegistryGet's properties as the REST API specs' examples of each
+        version show them: regional endpoints only in the previews, under a
+        flag renamed between them; 2025-11-01's example spells the login
+        server in mixed case ("myRegistry.azurecr.io")."""
+        props = {"loginServer": self.login, "provisioningState": "Succeeded",
+                 "adminUserEnabled": False, "dataEndpointEnabled": bool(self.endpoints),
+                 "dataEndpointHostNames": list(self.endpoints),
+                 "publicNetworkAccess": "Enabled", "zoneRedundancy": "Disabled"}
+        if version == "2025-11-01":
+            registry, rest = self.login.split(".", 1)
+            props["loginServer"] = registry[:1].upper() + registry[1:] + "." + rest
+            props["roleAssignmentMode"] = "LegacyRegistryPermissions"
+        elif version == "2026-01-01-preview":
+            props["regionalEndpointEnabled"] = bool(self.regional)
+            props["regionalEndpointHostNames"] = list(self.regional)
+            props["dualStackEndpointsEnabled"] = False
+        elif version == "2026-09-01-preview":
+            props["regionalEndpoints"] = "Enabled" if self.regional else "Disabled"
+            props["regionalEndpointHostNames"] = list(self.regional)
+            props["endpointProtocol"] = "IPv4"
+        return props
 
     def close(self):
         self.server.shutdown()

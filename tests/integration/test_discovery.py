@@ -226,7 +226,7 @@ def test_arm_source_with_throttling_and_errors(upstream, daemon, tmp_path, arm):
     assert wait_for(lambda: allowed(d, WEST), timeout=8)
 
 
-def test_arm_current_api_version_adds_regional_endpoints(upstream, daemon, tmp_path, arm):
+def test_arm_newest_preview_adds_regional_endpoints(upstream, daemon, tmp_path, arm):
     geo = "contoso.eastus.geo.azurecr.io"
     script_upstream(upstream, EAST, geo)
     arm.regional = [geo]
@@ -234,20 +234,72 @@ def test_arm_current_api_version_adds_regional_endpoints(upstream, daemon, tmp_p
     assert wait_for(lambda: allowed(d, geo), timeout=3), d.read_log()[-2000:]
     assert allowed(d, EAST)
     versions = [u.query for u, _ in arm.resource_requests]
-    assert versions == ["api-version=2025-11-01"]
+    assert versions == ["api-version=2026-09-01-preview"]
+    assert "refused" not in d.read_log()
 
 
-def test_arm_refusing_the_current_api_version_falls_back(upstream, daemon, tmp_path, arm):
+def test_arm_falls_back_to_stable_with_mixed_case_login(upstream, daemon, tmp_path, arm):
+    # A cloud without the preview: 2025-11-01 answers, with "Contoso.azurecr.io".
+    script_upstream(upstream, EAST)
+    arm.versions = {"2025-11-01", "2023-07-01"}
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)))
+    assert wait_for(lambda: allowed(d, EAST), timeout=3), d.read_log()[-2000:]
+    assert d.wait_log("ARM refused api-version 2026-09-01-preview (HTTP 400")
+    assert "using 2025-11-01" in d.read_log()
+    assert "document is for" not in d.read_log()
+
+
+def test_arm_falls_back_step_by_step_and_warns_once(upstream, daemon, tmp_path, arm):
     script_upstream(upstream, EAST)
     arm.versions = {"2023-07-01"}
     d = daemon(discovery_config(upstream, tmp_path, arm_source(arm)))
     assert wait_for(lambda: allowed(d, EAST), timeout=3), d.read_log()[-2000:]
-    assert "ARM refused api-version 2025-11-01" in d.read_log()
-    # Asked once with the current version; the older one from then on.
-    assert wait_for(lambda: len(arm.resource_requests) >= 3, timeout=8)
+    # Each version once, then the oldest from then on.
+    assert wait_for(lambda: len(arm.resource_requests) >= 5, timeout=10)
     versions = [u.query for u, _ in arm.resource_requests]
-    assert versions[0] == "api-version=2025-11-01"
-    assert set(versions[1:]) == {"api-version=2023-07-01"}
+    assert versions[:3] == ["api-version=2026-09-01-preview", "api-version=2025-11-01",
+                            "api-version=2023-07-01"]
+    assert set(versions[3:]) == {"api-version=2023-07-01"}
+    log = d.read_log()
+    assert log.count("ARM refused api-version 2026-09-01-preview") == 1
+    assert log.count("ARM refused api-version 2025-11-01") == 1
+    warn = [l for l in log.splitlines() if "ARM refused api-version 2025-11-01" in l][0]
+    assert warn.startswith("<4>") and "using 2023-07-01" in warn
+
+
+def test_arm_pinned_api_version(upstream, daemon, tmp_path, arm):
+    # The first preview's shape: regionalEndpointEnabled, then the host names.
+    geo = "contoso.westus.geo.azurecr.io"
+    script_upstream(upstream, EAST, geo)
+    arm.regional = [geo]
+    d = daemon(discovery_config(upstream, tmp_path,
+                                arm_source(arm, 'api_version = "2026-01-01-preview";')))
+    assert wait_for(lambda: allowed(d, geo), timeout=3), d.read_log()[-2000:]
+    assert {u.query for u, _ in arm.resource_requests} == {"api-version=2026-01-01-preview"}
+
+
+def test_arm_pinned_api_version_is_never_replaced(upstream, daemon, tmp_path, arm):
+    script_upstream(upstream, EAST)
+    arm.versions = {"2025-11-01"}
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm, 'api_version = "2023-07-01";')))
+    assert d.wait_log("HTTP 400", timeout=3)
+    assert wait_for(lambda: len(arm.resource_requests) >= 2, timeout=8)
+    assert {u.query for u, _ in arm.resource_requests} == {"api-version=2023-07-01"}
+    assert d.query(EAST).rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize("value,error", [
+    ('"2025-11"', "expected an ARM api-version"),
+    ('"latest"', "expected an ARM api-version"),
+    ('"2025-11-01-"', "expected an ARM api-version"),
+])
+def test_config_checks_api_version(tmp_path, value, error):
+    conf = tmp_path / "a.conf"
+    conf.write_text(f'upstreams = [ "127.0.0.1" ];\nregistries = ( {{ login_server = "{LOGIN}";\n'
+                    f'  discovery = {{ source = "arm"; resource_id = "/subscriptions/x"; '
+                    f'api_version = {value}; }}; }} );\n')
+    out = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert out.returncode != 0 and error in out.stderr and ":3:" in out.stderr, out.stderr
 
 
 def test_arm_token_expiring_is_renewed(upstream, daemon, tmp_path, arm):
