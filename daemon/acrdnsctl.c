@@ -22,7 +22,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: acrdnsctl [-s SOCKET] [--json] COMMAND [NAME]\n"
+		"usage: acrdnsctl [-s SOCKET] [--json] COMMAND [ARGUMENT]\n"
 		"commands:\n"
 		"  status          version, uptime, configuration, cache and connections\n"
 		"  stats           every counter\n"
@@ -34,6 +34,7 @@ static void usage(FILE *f)
 		"  metrics         every counter in the Prometheus text format\n"
 		"  nft             an example nftables ruleset for the configured sets\n"
 		"  firewall        each registry's endpoint names, for name-based firewalls\n"
+		"  audit [reset]   names audit mode would have denied, busiest first; reset forgets them\n"
 		"options:\n"
 		"  -s, --socket PATH   control socket (default %s)\n"
 		"  -j, --json          answer in JSON\n", DEFAULT_SOCKET);

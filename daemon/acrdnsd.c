@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "control.h"
 #include "discovery.h"
 #include "hash.h"
@@ -290,6 +291,9 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 	printf("configuration %s is valid\n", cfg->path);
 	printf("mode: %s, denied names get %s\n", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
 	       (const char *[]){ "NXDOMAIN", "NODATA", "REFUSED" }[cfg->deny_response]);
+	if (cfg->audit)
+		printf("audit: on: nothing is denied; names the policy would deny are forwarded, "
+		       "logged and counted (acrdnsctl audit)\n");
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		config_addr_str((const struct sockaddr *)&cfg->listen[i].ss, buf, sizeof(buf));
 		printf("listen: %s (udp, tcp)\n", buf);
@@ -376,6 +380,8 @@ static int explain(const struct policy *p, const char *text)
 	policy_describe(p, &d, rule, sizeof(rule));
 	wire_name_str(name, shown);
 	const char *what = d.verdict == VERDICT_DENY ? "denied: answered without asking upstream"
+			   : d.verdict == VERDICT_AUDIT ? "audit mode: would be denied; forwarded, "
+							  "answered, logged and counted"
 			   : d.verdict == VERDICT_LOCAL ? "answered locally"
 			   : d.verdict == VERDICT_ALLOW ? "allowed: forwarded, answer trusted whole"
 			   : "forwarded: CNAME targets checked against deny rules";
@@ -491,6 +497,9 @@ int main(int argc, char **argv)
 	apply_rate_limit(s, NULL, cfg);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
+	/* Before the workers: they count audited cache hits in it too. */
+	if (!(s->audit = audit_new(0)))
+		log_err("audit: out of memory; acrdnsctl audit will have nothing to show");
 	if (!(s->cache = cache_new(cfg->cache_size)) || !(s->up = upstream_new(s))) {
 		log_err("out of memory at start-up");
 		return 1;
@@ -555,6 +564,9 @@ int main(int argc, char **argv)
 	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
 		   rules_count(policy->rules), upstream_count(s->up),
 		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
+	if (cfg->audit)
+		log_warn("audit mode: nothing is denied; names the policy would deny are forwarded, "
+			 "logged and counted: acrdnsctl audit lists them");
 	/* Threads last: after the fork into the background and the privilege drop. */
 	workers_start(s->workers);
 	char status[256];
@@ -584,6 +596,7 @@ int main(int argc, char **argv)
 		listener_close(l);
 	}
 	cache_free(s->cache);
+	audit_free(s->audit);
 	ratelimit_free(s->rl);
 	policy_free(s->policy);
 	config_free(s->cfg);

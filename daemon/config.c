@@ -26,7 +26,7 @@ const char *const config_keys[] = {
 	"listen", "access", "upstreams", "mode", "deny_response", "deny_ttl",
 	"rules", "allow", "deny", "local", "registries", "cache", "state_dir",
 	"control_socket", "log", "rate_limit", "tcp", "user", "group", "metrics_listen",
-	"nftables", "workers",
+	"nftables", "workers", "audit",
 	/* groups' members, as "group.key" */
 	"rate_limit.qps", "rate_limit.burst", "rate_limit.action", "rate_limit.exempt",
 	"tcp.max_connections", "tcp.max_per_client", "tcp.idle_timeout",
@@ -883,6 +883,11 @@ static int load_root(struct loader *ld, struct config *cfg, const config_setting
 		if (load_enum(ld, s, modes, &e) < 0)
 			return -1;
 		cfg->mode = (enum cfg_mode)e;
+	}
+	if ((s = config_setting_get_member(root, "audit"))) {
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+			return fail(ld, s, "'audit' must be true or false");
+		cfg->audit = config_setting_get_bool(s) != 0;
 	}
 	if ((s = config_setting_get_member(root, "deny_response"))) {
 		if (load_enum(ld, s, denies, &e) < 0)

@@ -99,6 +99,7 @@ struct config {
 	struct cfg_upstream *upstreams;
 	size_t n_upstreams;
 	enum cfg_mode mode;
+	bool audit;                   /**< roll-out: deny nothing, log and count what would be */
 	enum cfg_deny_response deny_response;
 	uint32_t deny_ttl;
 	struct cfg_str *rules;

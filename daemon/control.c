@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "cache.h"
 #include "control.h"
 #include "discovery.h"
@@ -95,10 +96,11 @@ static char *status(struct server *s, bool json)
 	size_t idle, sockets = upstream_sockets(s->up, &idle);
 
 	if (json)
-		return json_answer(json_pack("{s:s,s:s,s:i,s:i,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+		return json_answer(json_pack("{s:s,s:s,s:i,s:i,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
 			"version", PACKAGE_VERSION, "config", cfg->path, "uptime", (json_int_t)up,
 			"workers", (json_int_t)workers_count(s->workers) + 1,
 			"mode", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
+			"audit", cfg->audit ? "on" : "off",
 			"rules", (json_int_t)rules_count(s->policy->rules),
 			"registries", (json_int_t)s->policy->n_registries,
 			"upstreams", (json_int_t)upstream_count(s->up),
@@ -109,13 +111,14 @@ static char *status(struct server *s, bool json)
 			"upstream_sockets_idle", (json_int_t)idle,
 			"tcp_connections", (json_int_t)s->tcp_conns));
 	struct text t = { 0 };
-	text_put(&t, "acrdnsd %s, up %.0f s\nevent loops: %zu\nconfig: %s\nmode: %s\nrules: %zu\n"
+	text_put(&t, "acrdnsd %s, up %.0f s\nevent loops: %zu\nconfig: %s\nmode: %s%s\nrules: %zu\n"
 	    "registries: %zu\n"
 	    "upstream servers: %zu\ncache: %zu entries, %zu bytes of %" PRIu64 "\n"
 	    "questions in flight: %zu\nupstream sockets: %zu open, %zu idle\ntcp connections: %u\n",
 	    PACKAGE_VERSION, up,
 	    workers_count(s->workers) + 1, cfg->path,
-	    cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter", rules_count(s->policy->rules),
+	    cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
+	    cfg->audit ? " (audit: nothing is denied; see acrdnsctl audit)" : "", rules_count(s->policy->rules),
 	    s->policy->n_registries, upstream_count(s->up), cache_entries(s->cache),
 	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), sockets, idle,
 	    s->tcp_conns);
@@ -348,6 +351,64 @@ static char *firewall(struct server *s, bool json)
 	return t.buf;
 }
 
+static void iso_time(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+}
+
+/** The names audit mode saw, busiest first; "audit reset" forgets them. */
+static char *audit(struct server *s, const char *arg, bool json)
+{
+	struct audit_report r;
+	char since[32], first[32], last[32], shown[WIRE_NAME_STRLEN];
+
+	if (arg && strcmp(arg, "reset") != 0)
+		return error_answer(json, "'audit' takes nothing or 'reset', not '%.64s'", arg);
+	if (!s->audit)
+		return error_answer(json, "the audit table could not be allocated at start-up");
+	if (arg) {
+		audit_reset(s->audit);
+		log_notice("control: audit table reset");
+		if (json)
+			return json_answer(json_pack("{s:b}", "reset", 1));
+		struct text t = { 0 };
+		text_put(&t, "audit table reset\n");
+		return t.buf;
+	}
+	if (audit_report(s->audit, &r) < 0)
+		return error_answer(json, "out of memory");
+	iso_time(r.since, since, sizeof(since));
+	json_t *arr = json ? json_array() : NULL;
+	struct text t = { 0 };
+	if (!json)
+		text_put(&t, "# audit mode is %s; would-be-denied names since %s: %zu listed "
+		    "(of %zu at most), %" PRIu64 " questions, %" PRIu64 " for names not listed\n"
+		    "# count  name  first  last  rule\n", s->policy->audit ? "on" : "off", since, r.n,
+		    r.max_names, r.questions, r.unlisted);
+	for (size_t i = 0; i < r.n; i++) {
+		const struct audit_entry *e = &r.entries[i];
+		wire_name_str(e->name, shown);
+		shown[strlen(shown) - 1] = '\0';  /* as allow rules are written */
+		iso_time(e->first, first, sizeof(first));
+		iso_time(e->last, last, sizeof(last));
+		if (json)
+			json_array_append_new(arr, json_pack("{s:s,s:I,s:s,s:s,s:s}", "name", shown,
+				"count", (json_int_t)e->count, "rule", e->rule, "first", first,
+				"last", last));
+		else
+			text_put(&t, "%" PRIu64 " %s %s %s %s\n", e->count, shown, first, last, e->rule);
+	}
+	audit_report_free(&r);
+	if (json)
+		return json_answer(json_pack("{s:b,s:s,s:I,s:I,s:I,s:o}", "audit", s->policy->audit,
+			"since", since, "max_names", (json_int_t)r.max_names,
+			"questions", (json_int_t)r.questions, "unlisted", (json_int_t)r.unlisted,
+			"names", arr));
+	return t.buf;
+}
+
 static char *reload(struct server *s, bool json)
 {
 	char err[1024];
@@ -378,11 +439,12 @@ char *control_answer(struct server *s, const char *request)
 	}
 	if (n == 0)
 		return error_answer(json, "empty request; try: status, stats, endpoints, explain NAME, "
-				    "flush [NAME], dump-cache, reload, metrics, nft, firewall");
+				    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset]");
 	const char *cmd = words[0], *arg = n > 1 ? words[1] : NULL;
-	bool one_arg = strcmp(cmd, "explain") == 0 || strcmp(cmd, "flush") == 0;
+	bool one_arg = strcmp(cmd, "explain") == 0 || strcmp(cmd, "flush") == 0 ||
+		       strcmp(cmd, "audit") == 0;
 	if (n > (one_arg ? 2 : 1))
-		return error_answer(json, "'%s' takes %s", cmd, one_arg ? "one name" : "no argument");
+		return error_answer(json, "'%s' takes %s", cmd, one_arg ? "one argument" : "no argument");
 	if (strcmp(cmd, "status") == 0)
 		return status(s, json);
 	if (strcmp(cmd, "stats") == 0)
@@ -403,8 +465,10 @@ char *control_answer(struct server *s, const char *request)
 		return nft_ruleset(s, json);
 	if (strcmp(cmd, "firewall") == 0)
 		return firewall(s, json);
+	if (strcmp(cmd, "audit") == 0)
+		return audit(s, arg, json);
 	return error_answer(json, "unknown command '%.64s'; try: status, stats, endpoints, explain NAME, "
-			    "flush [NAME], dump-cache, reload, metrics, nft, firewall", cmd);
+			    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset]", cmd);
 }
 
 /* ---- the socket ---- */

@@ -124,7 +124,7 @@ char *metrics_render(struct server *s)
 
 	head(&o, "queries_total", "counter", "Queries by transport and policy verdict.");
 	for (int t = 0; t < 2; t++)
-		for (int v = VERDICT_ALLOW; v <= VERDICT_LOCAL; v++)
+		for (int v = VERDICT_ALLOW; v < VERDICT_COUNT; v++)
 			text_put(&o, "acrdns_queries_total{transport=\"%s\",verdict=\"%s\"} %" PRIu64 "\n",
 			    transports[t], policy_verdict_name((enum verdict)v), st.verdicts[t][v]);
 	/* Every counter of `acrdnsctl stats`, under the same name. */

@@ -15,7 +15,7 @@
 #include "policy.h"
 #include "wire.h"
 
-static const char *const verdict_names[] = { "allow", "pass", "deny", "local" };
+static const char *const verdict_names[] = { "allow", "pass", "deny", "local", "audit" };
 
 const char *policy_verdict_name(enum verdict v)
 {
@@ -192,6 +192,7 @@ struct policy *policy_new(const struct config *cfg, char **const *extra_endpoint
 		return NULL;
 	}
 	p->mode = cfg->mode;
+	p->audit = cfg->audit;
 	p->config_path = cfg->path;
 	p->local = cfg->local;
 	p->n_local = cfg->n_local;
@@ -235,7 +236,7 @@ const struct cfg_local *policy_local(const struct policy *p, const struct policy
 	return d->local >= 0 ? &p->local[d->local] : &resolver_arpa;
 }
 
-void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
+static void decide(const struct policy *p, const uint8_t *name, size_t len,
 		   struct policy_decision *d)
 {
 	const struct rule_node *n;
@@ -291,6 +292,15 @@ void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
 	d->verdict = p->mode == MODE_ALLOWLIST ? VERDICT_DENY : VERDICT_PASS;
 }
 
+void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
+		   struct policy_decision *d)
+{
+	decide(p, name, len, d);
+	/* Roll-out: the rule that would deny stays in the decision, for the log. */
+	if (p->audit && d->verdict == VERDICT_DENY)
+		d->verdict = VERDICT_AUDIT;
+}
+
 void policy_describe(const struct policy *p, const struct policy_decision *d,
 		     char *buf, size_t len)
 {
@@ -307,8 +317,8 @@ void policy_describe(const struct policy *p, const struct policy_decision *d,
 		return;
 	}
 	if (!d->node) {
-		snprintf(buf, len, d->verdict == VERDICT_DENY ? "default: not on the allowlist"
-							      : "default: filter mode forwards");
+		snprintf(buf, len, d->verdict == VERDICT_DENY || d->verdict == VERDICT_AUDIT
+					   ? "default: not on the allowlist" : "default: filter mode forwards");
 		return;
 	}
 	const struct rule_origin *o = &d->node->origin[d->kind];

@@ -21,6 +21,8 @@ enum verdict {
 	VERDICT_PASS,    /**< forwarded by filter mode's default: CNAME targets checked */
 	VERDICT_DENY,
 	VERDICT_LOCAL,   /**< answered from the configuration */
+	VERDICT_AUDIT,   /**< audit mode: would be denied; forwarded, answered whole and counted */
+	VERDICT_COUNT,
 };
 
 struct policy_decision {
@@ -39,6 +41,7 @@ struct policy_registry {
 
 struct policy {
 	enum cfg_mode mode;
+	bool audit;                     /**< audit = true: VERDICT_AUDIT where the rules deny */
 	const char *config_path;        /**< borrowed from the configuration */
 	struct rules *rules;
 	const struct cfg_local *local;  /**< borrowed from the configuration */
@@ -67,6 +70,8 @@ void policy_free(struct policy *p);
  * are answered locally whatever the rules say: discovery of designated
  * resolvers (RFC 9462) would point clients at an encrypted resolver that
  * goes around this one, so the name is never forwarded and has no data.
+ * In audit mode a name the rules deny gets VERDICT_AUDIT, with the deny
+ * rule in kind and node; local names keep VERDICT_LOCAL.
  */
 void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
 		   struct policy_decision *d);
@@ -81,7 +86,7 @@ const struct cfg_local *policy_local(const struct policy *p, const struct policy
 void policy_describe(const struct policy *p, const struct policy_decision *d,
 		     char *buf, size_t len);
 
-/** @return "allow", "pass", "deny" or "local". */
+/** @return "allow", "pass", "deny", "local" or "audit". */
 const char *policy_verdict_name(enum verdict v);
 
 #endif

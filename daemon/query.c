@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "listener.h"
 #include "log.h"
 #include "nft.h"
@@ -22,6 +23,14 @@
 #define EDE_STALE 3
 #define EDE_NO_REACHABLE 22
 
+_Static_assert(VERDICT_COUNT == STATS_VERDICTS, "stats count every verdict");
+
+/** @return true for the verdicts that log.queries = "denied" writes. */
+static bool verdict_logged_as_denied(enum verdict v)
+{
+	return v == VERDICT_DENY || v == VERDICT_AUDIT;
+}
+
 static void log_decision(const struct server *s, const struct reply_to *rt,
 			 const struct wire_query *q, const struct policy_decision *d,
 			 const char *rule, const char *via)
@@ -29,7 +38,7 @@ static void log_decision(const struct server *s, const struct reply_to *rt,
 	char peer[64], name[WIRE_NAME_STRLEN], tbuf[16];
 
 	if (s->cfg->log_queries == QLOG_NONE ||
-	    (s->cfg->log_queries == QLOG_DENIED && d->verdict != VERDICT_DENY))
+	    (s->cfg->log_queries == QLOG_DENIED && !verdict_logged_as_denied(d->verdict)))
 		return;
 	config_addr_str((const struct sockaddr *)&rt->peer, peer, sizeof(peer));
 	wire_name_str(q->qname, name);
@@ -260,6 +269,7 @@ static struct cache_key key_of(const struct wire_query *q)
 static bool cached_usable(const struct server *s, enum verdict verdict, uint32_t gen,
 			  bool has_target)
 {
+	/* An audited name's answer is cached whole, as an allowed one's. */
 	return !(verdict == VERDICT_PASS && has_target && gen != s->policy_gen);
 }
 
@@ -313,19 +323,24 @@ static void note_decision(struct server *s, const struct reply_to *rt, const str
 			  const struct policy_decision *d, char *rule, size_t rule_len)
 {
 	bool logged = s->cfg->log_queries == QLOG_ALL ||
-		      (s->cfg->log_queries == QLOG_DENIED && d->verdict == VERDICT_DENY);
+		      (s->cfg->log_queries == QLOG_DENIED && verdict_logged_as_denied(d->verdict));
 
-	if (logged || d->verdict == VERDICT_DENY)
+	if (logged || verdict_logged_as_denied(d->verdict))
 		policy_describe(s->policy, d, rule, rule_len);
 	if (logged)
 		log_decision(s, rt, q, d, rule, NULL);
 	if (rt->udp || rt->tcp)
-		STAT_INC(s->stats.verdicts[rt->tcp != NULL][d->verdict & 3]);
+		STAT_INC(s->stats.verdicts[rt->tcp != NULL][d->verdict]);
 	switch (d->verdict) {
 	case VERDICT_LOCAL: STAT_INC(s->stats.local); break;
 	case VERDICT_DENY: STAT_INC(s->stats.denied); break;
 	case VERDICT_ALLOW: STAT_INC(s->stats.allowed); break;
 	case VERDICT_PASS: STAT_INC(s->stats.passed); break;
+	case VERDICT_AUDIT:
+		STAT_INC(s->stats.audited);
+		audit_note(s->audit, q->qname, q->qname_len, rule);
+		break;
+	default: break;
 	}
 }
 
@@ -383,18 +398,24 @@ static void reply_servfail(struct server *s, const struct reply_to *rt, const st
 /**
  * Answer a waiting client as denied because a target in its answer is
  * denied (d and target say which), cannot be read, or is the ".invalid"
- * name an upstream blocks with (target), then free it.
+ * name an upstream blocks with (target), then free it.  In audit mode
+ * (d->verdict VERDICT_AUDIT, or an unreadable target under an audit
+ * policy) the client gets the answer m instead, and the question is
+ * logged and counted as audited.  A block decided upstream is no rule of
+ * ours: audit mode answers it as denied all the same.
  */
 static void client_deny_chain(struct server *s, struct query_client *c, enum chain_check why,
-			      const struct policy_decision *d, const uint8_t *target)
+			      const struct policy_decision *d, const uint8_t *target,
+			      const struct cache_msg *m)
 {
 	static const struct policy_decision unreadable = { VERDICT_DENY, -1, NULL, -1 };
+	static const struct policy_decision unreadable_audit = { VERDICT_AUDIT, -1, NULL, -1 };
 	/* rule may hold via: an escaped name is up to WIRE_NAME_STRLEN long. */
 	char rule[400 + WIRE_NAME_STRLEN], via[WIRE_NAME_STRLEN];
 	const char *by = "blocked by acrdns";
 
 	if (why == CHAIN_UNREADABLE) {
-		d = &unreadable;
+		d = s->policy->audit ? &unreadable_audit : &unreadable;
 		snprintf(rule, sizeof(rule), "a target in the answer cannot be decoded");
 		strcpy(via, "?");
 	} else if (why == CHAIN_BLOCKED) {
@@ -408,12 +429,22 @@ static void client_deny_chain(struct server *s, struct query_client *c, enum cha
 		policy_describe(s->policy, d, rule, sizeof(rule));
 		wire_name_str(target, via);
 	}
+	if (s->cfg->log_queries != QLOG_NONE)
+		log_decision(s, &c->rt, &c->q, d, rule, via);
+	if (d->verdict == VERDICT_AUDIT) {
+		/* The question is counted under the name the client asked, with
+		 * the target that would have denied it. */
+		char why_text[AUDIT_RULE_MAX];
+		snprintf(why_text, sizeof(why_text), "%s, target %s", rule, via);
+		STAT_INC(s->stats.audited);
+		audit_note(s->audit, c->q.qname, c->q.qname_len, why_text);
+		client_answer(s, c, cache_render(m, 0, false, &c->q, s->out), false);
+		return;
+	}
 	if (why == CHAIN_BLOCKED)
 		STAT_INC(s->stats.upstream_blocked);
 	else
 		STAT_INC(s->stats.cname_denied);
-	if (s->cfg->log_queries != QLOG_NONE)
-		log_decision(s, &c->rt, &c->q, d, rule, via);
 	answer_deny(s, &c->rt, &c->q, by, rule);
 	client_done(c);
 }
@@ -491,31 +522,36 @@ static void answer_waiters(struct server *s, const struct cache_key *key,
 	struct policy_decision d, own;
 	uint8_t target[WIRE_NAME_MAX + 3];
 	enum chain_check chain;
-
 	/* Scrubbed before anything reads or keeps it: what goes never
 	 * reaches the cache, the chain check or a client. */
-	a = scrub_prepared(s, a);
-	chain = a ? query_chain_check(s, a, &d, target) : CHAIN_UNREADABLE;
+	const struct cache_answer *scrubbed = scrub_prepared(s, a);
+
+	chain = scrubbed ? query_chain_check(s, scrubbed, &d, target) : CHAIN_UNREADABLE;
+	/* What cannot be scrubbed is only ever sent whole by audit mode,
+	 * whose clients get what they would without acrdns. */
+	if (scrubbed)
+		a = scrubbed;
+	struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
 	/* An answer for a name that a rule allows is trusted whole (Azure's
-	 * own chains run through names a deny rule covers) and kept.  One that
-	 * only filter mode's default let through is not kept when a target is
-	 * denied: the next client is checked again. */
+	 * own chains run through names a deny rule covers) and kept, and so
+	 * is an audited one's.  One that only filter mode's default let
+	 * through is not kept when a target is denied: the next client is
+	 * checked again. */
 	if (chain != CHAIN_CLEAN)
 		policy_decide(s->policy, key->name, key->name_len, &own);
 	/* A block decided upstream is answered as one for every client and
 	 * not kept: its TTL (10^9 from Azure) is not ours to serve.  So is an
 	 * answer with a name we cannot decode: it cannot be scrubbed. */
 	bool everyone = chain == CHAIN_BLOCKED || chain == CHAIN_UNREADABLE;
-	if (chain == CHAIN_CLEAN || (!everyone && own.verdict == VERDICT_ALLOW))
+	if (chain == CHAIN_CLEAN ||
+	    (!everyone && (own.verdict == VERDICT_ALLOW || own.verdict == VERDICT_AUDIT)))
 		cache_insert(s->cache, key, a, server_now_ms(), s->ttl.stale_ttl, s->policy_gen);
 	for (struct query_client *next; c; c = next) {
 		next = c->next;
-		if (everyone || (chain != CHAIN_CLEAN && c->verdict == VERDICT_PASS)) {
-			client_deny_chain(s, c, chain, &d, target);
-		} else {
-			struct cache_msg m = { a->msg, a->len, a->nttl, a->ttl_off };
+		if (everyone || (chain != CHAIN_CLEAN && c->verdict == VERDICT_PASS))
+			client_deny_chain(s, c, chain, &d, target, &m);
+		else
 			client_answer(s, c, cache_render(&m, 0, false, &c->q, s->out), false);
-		}
 	}
 }
 
@@ -604,7 +640,8 @@ bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_t
 	/* Answers that feed the nftables sets are learned on the main loop. */
 	if (s->main_nft && (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_LOCAL))
 		return false;
-	bool cached = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS;
+	bool cached = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS ||
+		      d.verdict == VERDICT_AUDIT;
 	if (cached && !fetch_fresh(s, &q, d.verdict, &out_len))
 		return false;
 	STAT_INC(s->stats.queries_udp);
@@ -780,7 +817,7 @@ enum chain_check query_chain_check(const struct server *s, const struct cache_an
 		if (!chain.by_dname[i])
 			continue;
 		policy_decide(s->policy, chain.name[i], chain.len[i], d);
-		if (d->verdict == VERDICT_DENY) {
+		if (d->verdict == VERDICT_DENY || d->verdict == VERDICT_AUDIT) {
 			memcpy(target, chain.name[i], chain.len[i]);
 			return CHAIN_DENIED;
 		}
@@ -799,7 +836,9 @@ enum chain_check query_chain_check(const struct server *s, const struct cache_an
 		if (n == 0)
 			continue;
 		policy_decide(s->policy, target, (size_t)n, d);
-		if (d->verdict == VERDICT_DENY)
+		/* Audit mode reports such an answer too, and does not cache it,
+		 * so that each question for it is counted. */
+		if (d->verdict == VERDICT_DENY || d->verdict == VERDICT_AUDIT)
 			return CHAIN_DENIED;
 	}
 	return CHAIN_CLEAN;

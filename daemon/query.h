@@ -59,7 +59,8 @@ enum chain_check {
  * compression pointer, a name that overruns its record) is one that a
  * client might still decode and follow, so it counts as denied.  A chain
  * that reaches a ".invalid" name is CHAIN_BLOCKED, whatever the policy.
- * @param d receives the decision for the first denied target
+ * @param d receives the decision for the first denied target (VERDICT_AUDIT
+ *        in audit mode, where the result is CHAIN_DENIED all the same)
  * @param target receives that target, or the ".invalid" name (WIRE_NAME_MAX + 3 bytes)
  */
 enum chain_check query_chain_check(const struct server *s, const struct cache_answer *a,

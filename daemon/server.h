@@ -34,6 +34,7 @@ struct server {
 	struct discovery *disc;
 	struct ratelimit *rl;         /**< NULL: no rate limit */
 	struct control *ctl;
+	struct audit *audit;          /**< what audit mode saw; the process's, kept across reloads */
 	struct nft *nft;              /**< NULL: no nftables sets to fill */
 	struct metrics_http *metrics; /**< NULL: no HTTP metrics listener */
 	bool activated;               /**< started with sockets from socket activation */

@@ -15,7 +15,8 @@
 const struct stats_field stats_fields[] = {
 	F(queries_udp), F(queries_tcp), F(dropped), F(formerr), F(notimp), F(badvers),
 	F(refused_access), F(refused_class), F(allowed), F(passed), F(denied), F(local),
-	F(cname_denied), F(upstream_blocked), F(scrubbed), F(cache_hits), F(cache_misses), F(stale_served), F(servfail),
+	F(cname_denied), F(upstream_blocked), F(scrubbed), F(audited), F(cache_hits), F(cache_misses),
+	F(stale_served), F(servfail),
 	F(truncated), F(merged), F(upstream_sent), F(upstream_tcp), F(upstream_timeouts),
 	F(upstream_errors), F(upstream_bogus), F(tcp_refused), F(rate_limited),
 	F(inflight_full), F(send_errors),
@@ -38,6 +39,6 @@ void stats_add(struct stats *sum, const struct stats *s)
 	for (const struct stats_field *f = stats_fields; f->name; f++)
 		*(uint64_t *)(void *)((char *)sum + f->offset) += stats_get(s, f);
 	for (int t = 0; t < 2; t++)
-		for (int v = 0; v < 4; v++)
+		for (int v = 0; v < STATS_VERDICTS; v++)
 			sum->verdicts[t][v] += __atomic_load_n(&s->verdicts[t][v], __ATOMIC_RELAXED);
 }

@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** Verdicts counted per transport: enum verdict's VERDICT_COUNT (policy.h). */
+#define STATS_VERDICTS 5
+
 struct stats {
 	uint64_t queries_udp, queries_tcp;
 	uint64_t dropped;             /**< no header, or a response sent to us */
@@ -18,6 +21,7 @@ struct stats {
 	uint64_t cname_denied;
 	uint64_t upstream_blocked;    /**< answers whose chain reaches a .invalid name */
 	uint64_t scrubbed;            /**< records removed from upstream answers */
+	uint64_t audited;             /**< audit mode: questions the policy would have denied */
 	uint64_t cache_hits, cache_misses, stale_served, servfail;
 	uint64_t truncated;
 	uint64_t merged;              /**< joined an identical question in flight */
@@ -27,7 +31,7 @@ struct stats {
 	uint64_t rate_limited;
 	uint64_t inflight_full;       /**< SERVFAIL because UPSTREAM_MAX_INFLIGHT were waiting */
 	uint64_t send_errors;
-	uint64_t verdicts[2][4];      /**< [udp, tcp][enum verdict]; not in stats_fields */
+	uint64_t verdicts[2][STATS_VERDICTS]; /**< [udp, tcp][enum verdict]; not in stats_fields */
 };
 
 /** Each counter's name and place, in the order they are shown. */

@@ -230,6 +230,7 @@ void workers_start(struct workers *ws)
 		wk->srv.cache = m->cache;
 		wk->srv.ttl = m->ttl;
 		wk->srv.rl = m->rl;
+		wk->srv.audit = m->audit;
 		wk->srv.main_nft = m->nft != NULL;
 		wk->srv.started = m->started;
 		reconcile(wk, m);

@@ -277,6 +277,30 @@ START_TEST(a_million_rules)
 }
 END_TEST
 
+START_TEST(audit_mode_keeps_the_rule_and_local_names)
+{
+	struct config *cfg;
+	char rule[400];
+	struct policy *p = build(
+		"upstreams = [ \"192.0.2.1\" ];\n"
+		"audit = true;\n"
+		"allow = [ \"mcr.microsoft.com\" ];\n"
+		"deny = [ \"*.blob.core.windows.net\" ];\n"
+		"local = ( { name = \"mirror.lab\"; addresses = [ \"10.0.0.5\" ]; } );\n", &cfg);
+
+	ck_assert_int_eq(decide(p, "mcr.microsoft.com", NULL), VERDICT_ALLOW);
+	ck_assert_int_eq(decide(p, "x.blob.core.windows.net", rule), VERDICT_AUDIT);
+	ck_rule_starts(rule, "deny *.blob.core.windows.net (");
+	ck_assert_int_eq(decide(p, "unlisted.example", rule), VERDICT_AUDIT);
+	ck_assert_str_eq(rule, "default: not on the allowlist");
+	ck_assert_int_eq(decide(p, "mirror.lab", NULL), VERDICT_LOCAL);
+	ck_assert_int_eq(decide(p, "_dns.resolver.arpa", NULL), VERDICT_LOCAL);
+	ck_assert_str_eq(policy_verdict_name(VERDICT_AUDIT), "audit");
+	policy_free(p);
+	config_free(cfg);
+}
+END_TEST
+
 Suite *policy_suite(void)
 {
 	Suite *s = suite_create("policy");
@@ -289,6 +313,7 @@ Suite *policy_suite(void)
 	tcase_add_test(tc, bad_rule_lines_name_file_and_line);
 	tcase_add_test(tc, endpoint_forms);
 	tcase_add_test(tc, a_million_rules);
+	tcase_add_test(tc, audit_mode_keeps_the_rule_and_local_names);
 	suite_add_tcase(s, tc);
 	return s;
 }
