@@ -31,6 +31,7 @@
 #include "privs.h"
 #include "query.h"
 #include "ratelimit.h"
+#include "regname.h"
 #include "server.h"
 #include "upstream.h"
 #include "wire.h"
@@ -156,6 +157,18 @@ static const char *status_line(const struct server *s, char *buf, size_t len)
 	return buf;
 }
 
+static void warn_shared_log(void *arg, const char *warning)
+{
+	(void)arg;
+	log_warn("%s", warning);
+}
+
+static void warn_shared_print(void *arg, const char *warning)
+{
+	(void)arg;
+	printf("warning: %s\n", warning);
+}
+
 /** A registry's endpoints changed: a new policy with the new list. */
 static void rebuild_policy(struct server *s)
 {
@@ -222,6 +235,7 @@ static int reload_stopped(struct server *s, char *err, size_t errlen)
 	control_configure(s->ctl, cfg);
 	log_notice("configuration reloaded: %zu rules, %zu upstream servers",
 		   rules_count(p->rules), upstream_count(s->up));
+	policy_each_shared(p, warn_shared_log, NULL);
 	notify_ready(status_line(s, status, sizeof(status)));
 	return 0;
 failed:
@@ -314,6 +328,7 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 	if (cfg->n_allow || cfg->n_deny)
 		printf("rules: inline: %zu allow, %zu deny\n", cfg->n_allow, cfg->n_deny);
 	printf("rules: %zu in all\n", rules_count(p->rules));
+	policy_each_shared(p, warn_shared_print, NULL);
 	for (size_t i = 0; i < p->n_registries; i++) {
 		const struct policy_registry *r = &p->registries[i];
 		const struct cfg_discovery *d = &cfg->registries[i].discovery;
@@ -322,7 +337,12 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 		       d->source == SOURCE_FILE ? " " : "", d->source == SOURCE_FILE ? d->path : "");
 		if (d->source != SOURCE_STATIC)
 			printf(", every %u s", d->interval);
-		printf("), %zu data endpoints (configured and saved in %s)\n", r->n_endpoints, cfg->state_dir);
+		char region[64];
+		if (regname_ecr_region(r->login_server, region, sizeof(region)))
+			printf("), Amazon ECR in %s: its API and its region's layer bucket\n", region);
+		else
+			printf("), %zu data endpoints (configured and saved in %s)\n", r->n_endpoints,
+			       cfg->state_dir);
 		for (size_t j = 0; j < r->n_endpoints; j++)
 			printf("  endpoint: %s\n", r->endpoints[j]);
 		if (d->source != SOURCE_STATIC) {
@@ -564,6 +584,7 @@ int main(int argc, char **argv)
 	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
 		   rules_count(policy->rules), upstream_count(s->up),
 		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
+	policy_each_shared(policy, warn_shared_log, NULL);
 	if (cfg->audit)
 		log_warn("audit mode: nothing is denied; names the policy would deny are forwarded, "
 			 "logged and counted: acrdnsctl audit lists them");

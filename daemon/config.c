@@ -794,7 +794,7 @@ static int load_registries(struct loader *ld, struct config *cfg, const config_s
 		struct cfg_registry *r = &cfg->registries[i];
 		const config_setting_t *s;
 		const char *v;
-		char why[160];
+		char why[400];
 		cfg->n_registries = (size_t)i + 1;
 
 		r->discovery.interval = 300;
@@ -816,6 +816,15 @@ static int load_registries(struct loader *ld, struct config *cfg, const config_s
 			if (strcasecmp(cfg->registries[j].login_server.s, v) == 0)
 				return fail(ld, s, "registry '%s' is already configured (line %d)", v,
 					    cfg->registries[j].line);
+		char region[64];
+		bool ecr = regname_ecr_region(v, region, sizeof(region));
+		if (ecr && (s = config_setting_get_member(g, "data_endpoints")))
+			return fail(ld, s, "registry '%s' is an Amazon ECR registry: it allows "
+				    "api.ecr.%s.amazonaws.com and its region's layer bucket by itself; "
+				    "remove 'data_endpoints'", r->login_server.s, region);
+		if (ecr && (s = config_setting_get_member(g, "discovery")))
+			return fail(ld, s, "registry '%s' is an Amazon ECR registry, whose names follow "
+				    "from its login server: remove 'discovery'", r->login_server.s);
 		if ((s = config_setting_get_member(g, "data_endpoints"))) {
 			if (get_str_list(ld, s, &r->data_endpoints, &r->n_data_endpoints) < 0)
 				return -1;

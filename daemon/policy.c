@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "policy.h"
+#include "regname.h"
 #include "wire.h"
 
 static const char *const verdict_names[] = { "allow", "pass", "deny", "local", "audit" };
@@ -165,6 +166,19 @@ static int add_registries(struct policy *p, const struct config *cfg,
 			if (allow_endpoint(p, pr, r->data_endpoints[j].s, src,
 					   (uint32_t)r->data_endpoints[j].line) < 0)
 				goto oom;
+		char region[64], name[WIRE_NAME_STRLEN];
+		if (regname_ecr_region(r->login_server.s, region, sizeof(region))) {
+			/* ECR: tokens from the regional API; layers from the AWS-owned
+			 * bucket of the region, exactly, which beats the shipped
+			 * *.s3.<region>.amazonaws.com deny as any exact rule does. */
+			snprintf(name, sizeof(name), "api.ecr.%s.amazonaws.com", region);
+			if (allow_endpoint(p, pr, name, src, (uint32_t)r->login_server.line) < 0)
+				goto oom;
+			snprintf(name, sizeof(name), "prod-%s-starport-layer-bucket.s3.%s.amazonaws.com",
+				 region, region);
+			if (allow_endpoint(p, pr, name, src, (uint32_t)r->login_server.line) < 0)
+				goto oom;
+		}
 		if (extra && extra[i]) {
 			snprintf(srcname, sizeof(srcname), "discovery %s", r->login_server.s);
 			int dsrc = rules_source(p->rules, srcname);
@@ -299,6 +313,24 @@ void policy_decide(const struct policy *p, const uint8_t *name, size_t len,
 	/* Roll-out: the rule that would deny stays in the decision, for the log. */
 	if (p->audit && d->verdict == VERDICT_DENY)
 		d->verdict = VERDICT_AUDIT;
+}
+
+void policy_each_shared(const struct policy *p, void (*fn)(void *arg, const char *warning),
+			void *arg)
+{
+	char text[1024];
+
+	for (size_t i = 0; i < rules_sources(p->rules); i++) {
+		const char *shared = rules_source_shared(p->rules, (uint16_t)i);
+		if (!shared)
+			continue;
+		snprintf(text, sizeof(text), "%s allows %s, a registry shared by every account on "
+			 "it: DNS cannot tell one account from another, so it allows pushes to any "
+			 "account there too, a way out for data. Safer: pull through a cache in your "
+			 "own registry (ACR cache rules, 'az acr cache create') and allow only that "
+			 "registry", rules_source_name(p->rules, (uint16_t)i), shared);
+		fn(arg, text);
+	}
 }
 
 void policy_describe(const struct policy *p, const struct policy_decision *d,

@@ -89,4 +89,12 @@ void policy_describe(const struct policy *p, const struct policy_decision *d,
 /** @return "allow", "pass", "deny", "local" or "audit". */
 const char *policy_verdict_name(enum verdict v);
 
+/**
+ * Call fn with a warning for each rule file that marks itself as allowing a
+ * shared registry ("# acrdns: shared-registry NAME"): pushes to any account
+ * there pass DNS too.
+ */
+void policy_each_shared(const struct policy *p, void (*fn)(void *arg, const char *warning),
+			void *arg);
+
 #endif

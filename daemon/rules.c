@@ -25,6 +25,7 @@ struct rules {
 	uint8_t *arena;         /**< wire names, back to back */
 	size_t arena_len, arena_cap;
 	char **sources;
+	char **shared;          /**< per source: the shared registry it allows, or NULL */
 	size_t n_sources;
 	size_t n_rules;
 };
@@ -49,9 +50,12 @@ void rules_free(struct rules *r)
 {
 	if (!r)
 		return;
-	for (size_t i = 0; i < r->n_sources; i++)
+	for (size_t i = 0; i < r->n_sources; i++) {
 		free(r->sources[i]);
+		free(r->shared[i]);
+	}
 	free(r->sources);
+	free(r->shared);
 	free(r->slots);
 	free(r->nodes);
 	free(r->arena);
@@ -65,6 +69,11 @@ int rules_source(struct rules *r, const char *name)
 			return (int)i;
 	if (r->n_sources >= UINT16_MAX)
 		return -1;
+	char **sh = realloc(r->shared, (r->n_sources + 1) * sizeof(*sh));
+	if (!sh)
+		return -1;
+	r->shared = sh;
+	sh[r->n_sources] = NULL;
 	char **s = realloc(r->sources, (r->n_sources + 1) * sizeof(*s));
 	if (!s)
 		return -1;
@@ -72,6 +81,58 @@ int rules_source(struct rules *r, const char *name)
 	if (!(s[r->n_sources] = strdup(name)))
 		return -1;
 	return (int)r->n_sources++;
+}
+
+size_t rules_sources(const struct rules *r)
+{
+	return r->n_sources;
+}
+
+const char *rules_source_shared(const struct rules *r, uint16_t i)
+{
+	return i < r->n_sources ? r->shared[i] : NULL;
+}
+
+#define DIRECTIVE "acrdns:"
+
+/**
+ * A comment line "# acrdns: WORD ARGS" is a directive to acrdnsd, not a
+ * remark: an unknown word is an error rather than silently ignored.
+ * @return 1 when line was a directive and is handled, 0 when it is not
+ *         one, -1 with err set when it is one acrdnsd does not know
+ */
+static int directive(struct rules *r, int src, char *line, const char *path, uint32_t lineno,
+		     char *err, size_t errlen)
+{
+	char *p = line + strspn(line, " \t");
+
+	if (*p != '#')
+		return 0;
+	p += 1 + strspn(p + 1, " \t");
+	if (strncmp(p, DIRECTIVE, strlen(DIRECTIVE)) != 0)
+		return 0;
+	p += strlen(DIRECTIVE);
+	p += strspn(p, " \t");
+	size_t end = strcspn(p, "\r\n");
+	while (end > 0 && (p[end - 1] == ' ' || p[end - 1] == '\t'))
+		end--;
+	p[end] = '\0';
+	static const char shared[] = "shared-registry";
+	if (strncmp(p, shared, sizeof(shared) - 1) == 0 &&
+	    (p[sizeof(shared) - 1] == ' ' || p[sizeof(shared) - 1] == '\t')) {
+		char *name = p + sizeof(shared) - 1;
+		name += strspn(name, " \t");
+		free(r->shared[src]);
+		if (!(r->shared[src] = strdup(name))) {
+			snprintf(err, errlen, "%s:%u: out of memory", path, lineno);
+			return -1;
+		}
+		return 1;
+	}
+	snprintf(err, errlen, "%s:%u: unknown directive '# " DIRECTIVE " %.80s'; the one known is "
+		 "'# " DIRECTIVE " shared-registry NAME' (write other comments without 'acrdns:')",
+		 path, lineno, p);
+	return -1;
 }
 
 const char *rules_source_name(const struct rules *r, uint16_t i)
@@ -270,6 +331,11 @@ long rules_load_stream(struct rules *r, FILE *f, const char *path, char *err, si
 				 sizeof(line) - 2);
 			return -1;
 		}
+		int dir = directive(r, src, line, path, lineno, err, errlen);
+		if (dir < 0)
+			return -1;
+		if (dir > 0)
+			continue;
 		char *hash = strchr(line, '#');
 		if (hash)
 			*hash = '\0';

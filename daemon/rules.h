@@ -53,6 +53,15 @@ int rules_source(struct rules *r, const char *name);
 /** @return the text of source index i. */
 const char *rules_source_name(const struct rules *r, uint16_t i);
 
+/** @return the number of sources interned. */
+size_t rules_sources(const struct rules *r);
+
+/**
+ * @return the registry that source i says it opens to every account on it
+ * ("# acrdns: shared-registry NAME" in a rule file), or NULL
+ */
+const char *rules_source_shared(const struct rules *r, uint16_t i);
+
 /**
  * Add a rule from its text: "name" (exact) or "*.name" (strictly below).
  * @param why receives the reason on failure
@@ -70,6 +79,10 @@ int rules_set_local(struct rules *r, const uint8_t *name, size_t len, int32_t id
 
 /**
  * Read a rule file: one "allow NAME" or "deny NAME" per line, '#' comments.
+ * A comment "# acrdns: shared-registry NAME" marks the file as allowing a
+ * registry shared by many accounts (Docker Hub, GHCR, Quay), which DNS
+ * cannot tell apart: see rules_source_shared().  Any other "# acrdns:"
+ * comment is an error.
  * @param err receives "file:line: message"
  * @return number of rules read, or -1
  */

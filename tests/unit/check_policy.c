@@ -251,6 +251,70 @@ START_TEST(endpoint_forms)
 }
 END_TEST
 
+START_TEST(ecr_forms_and_names)
+{
+	struct config *cfg;
+	char region[64], why[400], rule[400];
+
+	ck_assert(regname_ecr_region("123456789012.dkr.ecr.us-gov-west-1.amazonaws.com", region,
+				    sizeof(region)));
+	ck_assert_str_eq(region, "us-gov-west-1");
+	ck_assert(regname_ecr_region("123456789012.DKR-ECR.AP-Southeast-2.on.aws", region, sizeof(region)));
+	ck_assert_str_eq(region, "ap-southeast-2");
+	ck_assert(!regname_ecr_region("123456789012.dkr.ecr.us--east-1.amazonaws.com", region, sizeof(region)));
+	ck_assert(!regname_ecr_region("123456789012.dkr.ecr.-us-east-1.amazonaws.com", region, sizeof(region)));
+	ck_assert(!regname_ecr_region("123456789012.dkr.ecr.us-east.amazonaws.com", region, sizeof(region)));
+	ck_assert(!regname_ecr_region("12345678901a.dkr.ecr.us-east-1.amazonaws.com", region, sizeof(region)));
+	ck_assert(!regname_ecr_region("123456789012.dkr.ecr.us-east-1.amazonaws.com.cn", region, sizeof(region)));
+	ck_assert(!regname_ecr_region("contoso.azurecr.io", region, sizeof(region)));
+	ck_assert_int_eq(regname_check_login_server("123456789012.dkr.ecr.eu-central-1.amazonaws.com",
+						   why, sizeof(why)), 0);
+	ck_assert_int_eq(regname_check_login_server("123456789012.dkr.ecr.eu_central-1.amazonaws.com",
+						   why, sizeof(why)), -1);
+
+	char *rules = unit_tmpfile("s3.rules", "deny *.s3.us-east-1.amazonaws.com\ndeny *.amazonaws.com\n");
+	char conf[1024];
+	snprintf(conf, sizeof(conf), "upstreams = [ \"192.0.2.1\" ];\nrules = [ \"%s\" ];\n"
+		 "registries = ( { login_server = \"123456789012.dkr.ecr.us-east-1.amazonaws.com\"; } );\n",
+		 rules);
+	struct policy *p = build(conf, &cfg);
+	ck_assert_int_eq(decide(p, "prod-us-east-1-starport-layer-bucket.s3.us-east-1.amazonaws.com", rule),
+			 VERDICT_ALLOW);
+	ck_rule_starts(rule, "allow prod-us-east-1-starport-layer-bucket.s3.us-east-1.amazonaws.com (registry ");
+	ck_assert_int_eq(decide(p, "api.ecr.us-east-1.amazonaws.com", NULL), VERDICT_ALLOW);
+	ck_assert_int_eq(decide(p, "123456789012.dkr.ecr.us-east-1.amazonaws.com", NULL), VERDICT_ALLOW);
+	ck_assert_int_eq(decide(p, "other.s3.us-east-1.amazonaws.com", NULL), VERDICT_DENY);
+	ck_assert_int_eq(decide(p, "x.prod-us-east-1-starport-layer-bucket.s3.us-east-1.amazonaws.com", NULL),
+			 VERDICT_DENY);
+	ck_assert_int_eq(decide(p, "111111111111.dkr.ecr.us-east-1.amazonaws.com", NULL), VERDICT_DENY);
+	ck_assert_uint_eq(p->registries[0].n_endpoints, 2);
+	policy_free(p);
+	config_free(cfg);
+	free(rules);
+}
+END_TEST
+
+START_TEST(shared_registry_directive)
+{
+	static char hub[] = "  #   acrdns:  shared-registry  Docker Hub  \n"
+			    "allow registry-1.docker.io # acrdns: not a directive\n";
+	static char typo[] = "# acrdns: shared\n";
+	struct rules *r = rules_new();
+	FILE *f = fmemopen(hub, strlen(hub), "r");
+
+	ck_assert_int_eq(rules_load_stream(r, f, "hub.rules", err, sizeof(err)), 1);
+	fclose(f);
+	ck_assert_str_eq(rules_source_shared(r, 0), "Docker Hub");
+	ck_assert_uint_eq(rules_sources(r), 1);
+	f = fmemopen(typo, strlen(typo), "r");
+	ck_assert_int_eq(rules_load_stream(r, f, "typo.rules", err, sizeof(err)), -1);
+	fclose(f);
+	ck_assert_msg(strstr(err, "typo.rules:1: unknown directive '# acrdns: shared'") != NULL, "%s", err);
+	ck_assert_ptr_null(rules_source_shared(r, 1));
+	rules_free(r);
+}
+END_TEST
+
 START_TEST(a_million_rules)
 {
 	struct config *cfg;
@@ -314,6 +378,8 @@ Suite *policy_suite(void)
 	tcase_add_test(tc, endpoint_forms);
 	tcase_add_test(tc, a_million_rules);
 	tcase_add_test(tc, audit_mode_keeps_the_rule_and_local_names);
+	tcase_add_test(tc, ecr_forms_and_names);
+	tcase_add_test(tc, shared_registry_directive);
 	suite_add_tcase(s, tc);
 	return s;
 }
