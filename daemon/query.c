@@ -434,7 +434,7 @@ static void client_deny_chain(struct server *s, struct query_client *c, enum cha
 	if (d->verdict == VERDICT_AUDIT) {
 		/* The question is counted under the name the client asked, with
 		 * the target that would have denied it. */
-		char why_text[AUDIT_RULE_MAX];
+		char why_text[sizeof(rule) + sizeof(via) + 16];   /* the table keeps its own bound */
 		snprintf(why_text, sizeof(why_text), "%s, target %s", rule, via);
 		STAT_INC(s->stats.audited);
 		audit_note(s->audit, c->q.qname, c->q.qname_len, why_text);
