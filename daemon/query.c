@@ -246,8 +246,10 @@ static void answer_local(struct server *s, const struct reply_to *rt, const stru
 static void answer_rendered(struct server *s, const struct reply_to *rt, const struct wire_query *q,
 			    size_t len, bool stale, enum verdict verdict)
 {
-	/* Before complete(): a reply cut for UDP still teaches the set its addresses. */
-	bool fresh = s->nft && verdict == VERDICT_ALLOW && nft_learn(s->nft, s->out, len);
+	/* Before complete(): a reply cut for UDP still teaches the set its addresses.
+	 * Audit mode's answers too: a dry run must not break at the firewall. */
+	bool fresh = s->nft && (verdict == VERDICT_ALLOW || verdict == VERDICT_AUDIT) &&
+		     nft_learn(s->nft, s->out, len);
 
 	finish_learned(s, rt, stale ? complete(s, rt, q, len, 0, EDE_STALE, "")
 				    : complete(s, rt, q, len, 0, 0, NULL), fresh);
@@ -638,7 +640,8 @@ bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_t
 		return false;
 	policy_decide(s->policy, q.qname, q.qname_len, &d);
 	/* Answers that feed the nftables sets are learned on the main loop. */
-	if (s->main_nft && (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_LOCAL))
+	if (s->main_nft && (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_LOCAL ||
+			    d.verdict == VERDICT_AUDIT))
 		return false;
 	bool cached = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS ||
 		      d.verdict == VERDICT_AUDIT;

@@ -212,3 +212,21 @@ def test_missing_table_is_reported_and_dns_still_answers(lab, daemon, tmp_path):
     while REGISTRY_IP not in set_elements(lab) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert REGISTRY_IP in set_elements(lab)
+
+
+def test_audit_mode_lets_the_firewall_through_too(lab, daemon, tmp_path):
+    ruleset = tmp_path / "acrdns.nft"
+    ruleset.write_text(subprocess.run([ACRDNSD, "--print-nft"], capture_output=True, text=True,
+                                      check=True).stdout)
+    lab.run("nft", "-f", str(ruleset))
+    d = daemon(config(lab, tmp_path) + "audit = true;\n", start=False)
+    d.prefix = ["ip", "netns", "exec", lab.name]
+    d.start()
+    # What the policy would deny resolves, and its address opens as an allowed one's.
+    r = lab.run("/usr/bin/python3", "-c", RESOLVE_AND_CONNECT, "evil.blob.core.windows.net",
+                check=False)
+    assert r.returncode == 0 and r.stdout.startswith("hello"), r.stdout + r.stderr
+    assert STORAGE_IP in set_elements(lab)
+    out = subprocess.run([ACRDNSCTL, "-s", str(tmp_path / "control.sock"), "--json", "audit"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["names"][0]["name"] == "evil.blob.core.windows.net"
