@@ -328,7 +328,7 @@ def test_check_prints_policy_summary(upstream, tmp_path):
     r = run_acrdnsd("-t", "-c", str(conf))
     assert r.returncode == 0, r.stderr
     assert "azure-storage.rules: 24 rules" in r.stdout
-    assert "registries.rules: 3 rules" in r.stdout
+    assert "registries.rules: 71 rules" in r.stdout
     assert "registry: contoso.azurecr.io" in r.stdout
     assert "endpoint: contoso.westus.data.azurecr.io" in r.stdout
 

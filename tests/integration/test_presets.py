@@ -40,10 +40,13 @@ def explain(conf, name):
     return out.stdout.split()[1]
 
 
-def test_ecr_registry_allows_its_bucket_and_no_other_s3_name(upstream, daemon):
+@pytest.mark.parametrize("mode", ["allowlist", "filter"])
+def test_ecr_registry_allows_its_bucket_and_no_other_s3_name(upstream, daemon, mode):
     for i, name in enumerate([ECR, f"api.ecr.us-east-1.amazonaws.com", BUCKET]):
         upstream.set(name, records=[f"{name} A 52.216.0.{i + 1}"])
-    d = daemon(config(upstream, f'{{ login_server = "{ECR}"; }}'))
+    d = daemon(config(upstream, f'{{ login_server = "{ECR}"; }}',
+                      rules=("object-storage.rules", "azure-storage.rules", "registries.rules"),
+                      extra=f'mode = "{mode}";'))
     for name in (ECR, "api.ecr.us-east-1.amazonaws.com", BUCKET):
         assert d.query(name).rcode() == dns.rcode.NOERROR, name
     denied = [
@@ -53,8 +56,8 @@ def test_ecr_registry_allows_its_bucket_and_no_other_s3_name(upstream, daemon):
         "prod-us-east-1-starport-layer-bucket.s3.amazonaws.com",      # the global endpoint
         "s3.us-east-1.amazonaws.com",
         "999999999999.dkr.ecr.us-east-1.amazonaws.com",               # another account
-        "api.ecr.us-west-2.amazonaws.com",
-    ]
+        "999999999999.dkr-ecr.us-east-1.on.aws",
+    ] + (["api.ecr.us-west-2.amazonaws.com"] if mode == "allowlist" else [])
     for name in denied:
         assert d.query(name).rcode() == dns.rcode.NXDOMAIN, name
     assert not set(upstream.names()) & {n.lower() + "." for n in denied}
