@@ -15,6 +15,7 @@ class ArmFake:
         self.login = login
         self.endpoints = ["contoso.eastus.data.azurecr.io"]
         self.regional = []          # regionalEndpointHostNames, in the previews' answers
+        self.regional_flag = None   # the previews' enabled flag; None: set when regional is
         # api-versions this "cloud" knows, each answered in its documented shape
         self.versions = {"2026-09-01-preview", "2026-01-01-preview", "2025-11-01", "2023-07-01"}
         self.statuses = []          # popped per resource request; then 200
@@ -94,16 +95,17 @@ class ArmFake:
                  "adminUserEnabled": False, "dataEndpointEnabled": bool(self.endpoints),
                  "dataEndpointHostNames": list(self.endpoints),
                  "publicNetworkAccess": "Enabled", "zoneRedundancy": "Disabled"}
+        enabled = bool(self.regional) if self.regional_flag is None else self.regional_flag
         if version == "2025-11-01":
             registry, rest = self.login.split(".", 1)
             props["loginServer"] = registry[:1].upper() + registry[1:] + "." + rest
             props["roleAssignmentMode"] = "LegacyRegistryPermissions"
         elif version == "2026-01-01-preview":
-            props["regionalEndpointEnabled"] = bool(self.regional)
+            props["regionalEndpointEnabled"] = enabled
             props["regionalEndpointHostNames"] = list(self.regional)
             props["dualStackEndpointsEnabled"] = False
         elif version == "2026-09-01-preview":
-            props["regionalEndpoints"] = "Enabled" if self.regional else "Disabled"
+            props["regionalEndpoints"] = "Enabled" if enabled else "Disabled"
             props["regionalEndpointHostNames"] = list(self.regional)
             props["endpointProtocol"] = "IPv4"
         return props

@@ -238,6 +238,16 @@ def test_arm_newest_preview_adds_regional_endpoints(upstream, daemon, tmp_path, 
     assert "refused" not in d.read_log()
 
 
+@pytest.mark.parametrize("version", ["2026-09-01-preview", "2026-01-01-preview"])
+def test_arm_reads_host_names_whatever_the_flag(upstream, daemon, tmp_path, arm, version):
+    # The flag beside the list was renamed between previews: only the list counts.
+    geo = "contoso.westeurope.geo.azurecr.io"
+    script_upstream(upstream, EAST, geo)
+    arm.regional, arm.regional_flag = [geo], False
+    d = daemon(discovery_config(upstream, tmp_path, arm_source(arm, f'api_version = "{version}";')))
+    assert wait_for(lambda: allowed(d, geo), timeout=3), d.read_log()[-2000:]
+
+
 def test_arm_falls_back_to_stable_with_mixed_case_login(upstream, daemon, tmp_path, arm):
     # A cloud without the preview: 2025-11-01 answers, with "Contoso.azurecr.io".
     script_upstream(upstream, EAST)
