@@ -168,7 +168,9 @@ int audit_report(struct audit *a, struct audit_report *out)
 		memcpy(out->entries, a->entries, a->n * sizeof(*out->entries));
 	out->n = a->n;
 	pthread_mutex_unlock(&a->mu);
-	qsort(out->entries, out->n, sizeof(*out->entries), busiest_first);
+	/* An empty report has no array: qsort() must not be handed NULL. */
+	if (out->n)
+		qsort(out->entries, out->n, sizeof(*out->entries), busiest_first);
 	return 0;
 }
 
