@@ -141,6 +141,39 @@ def test_audit_answers_filter_mode_chains_into_denied_names(upstream, daemon, tm
     assert stats["cname_denied"] == 0 and stats["audited"] == 2
 
 
+def test_audit_answers_a_dname_rewrite_into_denied_names(upstream, daemon, tmp_path):
+    # Filter mode denies the question as the DNAME rewrites it (RFC 6672
+    # 2.2); audit mode answers it, and logs and counts it under the name asked.
+    upstream.set("acct.blob.dn.example.com", records=[
+        "dn.example.com DNAME core.windows.net.",
+        "acct.blob.core.windows.net A 20.60.0.5"])
+    d = daemon(audit_config(upstream, mode="filter"))
+    r = d.query("acct.blob.dn.example.com", use_edns=0)
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.answer[-1][0].address == "20.60.0.5"
+    assert not [o for o in r.options if o.otype == dns.edns.EDE]
+    lines = [l for l in audit_lines(d) if "acct.blob.dn.example.com" in l]
+    assert lines and "via=acct.blob.core.windows.net" in lines[0], d.read_log()
+    e = json.loads(ctl(tmp_path, "--json", "audit"))["names"][0]
+    assert e["name"] == "acct.blob.dn.example.com" and "deny *.blob.core.windows.net" in e["rule"]
+    stats = json.loads(ctl(tmp_path, "--json", "stats"))
+    assert stats["cname_denied"] == 0 and stats["audited"] == 1
+
+
+def test_audit_keeps_blocks_decided_upstream(upstream, daemon, tmp_path):
+    # A chain into .invalid is the upstream's own block, no rule of ours:
+    # a dry run of our rules still answers it as blocked, and audits nothing.
+    upstream.set("blocked.example.com", records=[
+        "blocked.example.com CNAME blockpolicy.azuredns.invalid."])
+    d = daemon(audit_config(upstream, mode="filter"))
+    r = d.query("blocked.example.com", use_edns=0)
+    assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+    ede = [o for o in r.options if o.otype == dns.edns.EDE]
+    assert ede and "blocked upstream" in ede[0].text
+    stats = json.loads(ctl(tmp_path, "--json", "stats"))
+    assert stats["upstream_blocked"] == 1 and stats["audited"] == 0
+
+
 def test_audit_must_be_a_boolean(tmp_path):
     conf = tmp_path / "a.conf"
     conf.write_text('upstreams = [ "127.0.0.1" ];\naudit = "yes";\n')
