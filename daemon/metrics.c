@@ -150,7 +150,7 @@ char *metrics_render(struct server *s)
 	head(&o, "tcp_connections", "gauge", "Open client TCP connections.");
 	text_put(&o, "acrdns_tcp_connections %u\n", s->tcp_conns);
 	head(&o, "rules", "gauge", "Rules in the running policy.");
-	text_put(&o, "acrdns_rules %zu\n", rules_count(s->policy->rules));
+	text_put(&o, "acrdns_rules %zu\n", policy_rule_count(s->policy));
 
 	head(&o, "upstream_queries_total", "counter", "Attempts sent to each upstream server.");
 	upstream_each(s->up, upstream_metric, &o);

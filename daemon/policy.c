@@ -2,7 +2,9 @@
  * \file policy.c
  * Policy construction and the per-query decision.  Precedence: a local
  * name first; then an exact rule; then the longest wildcard apex; deny
- * beats allow at the same name; else the mode's default.
+ * beats allow at the same name; else the mode's default.  A registry's
+ * names are exact allow rules kept in a table of their own, so that a
+ * discovery change rebuilds a few names instead of every rule.
  */
 #include "autoconf.h"
 
@@ -23,18 +25,33 @@ const char *policy_verdict_name(enum verdict v)
 	return verdict_names[v];
 }
 
+static void free_registries(struct policy_registry *regs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(regs[i].login_server);
+		for (size_t j = 0; j < regs[i].n_endpoints; j++)
+			free(regs[i].endpoints[j]);
+		free(regs[i].endpoints);
+	}
+	free(regs);
+}
+
+void policy_names_free(struct policy_names *names)
+{
+	if (!names)
+		return;
+	rules_free(names->table);
+	free_registries(names->registries, names->n_registries);
+	free(names);
+}
+
 void policy_free(struct policy *p)
 {
 	if (!p)
 		return;
 	rules_free(p->rules);
-	for (size_t i = 0; i < p->n_registries; i++) {
-		free(p->registries[i].login_server);
-		for (size_t j = 0; j < p->registries[i].n_endpoints; j++)
-			free(p->registries[i].endpoints[j]);
-		free(p->registries[i].endpoints);
-	}
-	free(p->registries);
+	rules_free(p->names);
+	free_registries(p->registries, p->n_registries);
 	for (size_t i = 0; i < p->n_files; i++)
 		free(p->files[i]);
 	free(p->files);
@@ -121,13 +138,31 @@ static int add_inline(struct policy *p, const struct config *cfg, bool allow,
 	return 0;
 }
 
-static int allow_endpoint(struct policy *p, struct policy_registry *pr, const char *name,
-			  int src, uint32_t line)
+/**
+ * Allow one registry name.  A name the rule table allows exactly already
+ * is not counted again: one table would have held one rule for both.
+ */
+static int allow_name(struct policy_names *pn, const struct rules *rules, const char *name,
+		      int src, uint32_t line)
 {
 	uint8_t wire[WIRE_NAME_MAX + 1];
 	int len = wire_name_from_str(name, wire);
 	struct rule_origin o = { (uint16_t)src, line };
 
+	if (len < 0)
+		return -1;
+	size_t before = rules_count(pn->table);
+	if (rules_add_wire(pn->table, RULE_EXACT_ALLOW, wire, (size_t)len, o) < 0)
+		return -1;
+	const struct rule_node *n = rules_find(rules, wire, (size_t)len);
+	if (rules_count(pn->table) > before && !(n && (n->kinds & (1u << RULE_EXACT_ALLOW))))
+		pn->n_added++;
+	return 0;
+}
+
+static int allow_endpoint(struct policy_names *pn, const struct rules *rules,
+			  struct policy_registry *pr, const char *name, int src, uint32_t line)
+{
 	for (size_t i = 0; i < pr->n_endpoints; i++)
 		if (strcasecmp(pr->endpoints[i], name) == 0)
 			return 0;
@@ -135,35 +170,33 @@ static int allow_endpoint(struct policy *p, struct policy_registry *pr, const ch
 	if (!e)
 		return -1;
 	pr->endpoints = e;
-	if (len < 0 || !(e[pr->n_endpoints] = strdup(name)))
+	if (!(e[pr->n_endpoints] = strdup(name)))
 		return -1;
 	pr->n_endpoints++;
-	return rules_add_wire(p->rules, RULE_EXACT_ALLOW, wire, (size_t)len, o);
+	return allow_name(pn, rules, name, src, line);
 }
 
-static int add_registries(struct policy *p, const struct config *cfg,
-			  char **const *extra, char *err, size_t errlen)
+struct policy_names *policy_names_new(const struct policy *p, const struct config *cfg,
+				      char **const *extra, char *err, size_t errlen)
 {
-	p->registries = calloc(cfg->n_registries ? cfg->n_registries : 1, sizeof(*p->registries));
-	if (!p->registries)
+	struct policy_names *pn = calloc(1, sizeof(*pn));
+
+	if (!pn || !(pn->table = rules_new()) ||
+	    !(pn->registries = calloc(cfg->n_registries ? cfg->n_registries : 1, sizeof(*pn->registries))))
 		goto oom;
-	p->n_registries = cfg->n_registries;
+	pn->n_registries = cfg->n_registries;
 	for (size_t i = 0; i < cfg->n_registries; i++) {
 		const struct cfg_registry *r = &cfg->registries[i];
-		struct policy_registry *pr = &p->registries[i];
-		uint8_t wire[WIRE_NAME_MAX + 1];
+		struct policy_registry *pr = &pn->registries[i];
 		char srcname[300];
-		int len = wire_name_from_str(r->login_server.s, wire);
 
 		snprintf(srcname, sizeof(srcname), "registry %s", r->login_server.s);
-		int src = rules_source(p->rules, srcname);
-		if (src < 0 || len < 0 || !(pr->login_server = strdup(r->login_server.s)))
-			goto oom;
-		struct rule_origin o = { (uint16_t)src, (uint32_t)r->login_server.line };
-		if (rules_add_wire(p->rules, RULE_EXACT_ALLOW, wire, (size_t)len, o) < 0)
+		int src = rules_source(pn->table, srcname);
+		if (src < 0 || !(pr->login_server = strdup(r->login_server.s)) ||
+		    allow_name(pn, p->rules, r->login_server.s, src, (uint32_t)r->login_server.line) < 0)
 			goto oom;
 		for (size_t j = 0; j < r->n_data_endpoints; j++)
-			if (allow_endpoint(p, pr, r->data_endpoints[j].s, src,
+			if (allow_endpoint(pn, p->rules, pr, r->data_endpoints[j].s, src,
 					   (uint32_t)r->data_endpoints[j].line) < 0)
 				goto oom;
 		char region[64], name[WIRE_NAME_STRLEN];
@@ -172,33 +205,51 @@ static int add_registries(struct policy *p, const struct config *cfg,
 			 * bucket of the region, exactly, which beats the shipped
 			 * *.s3.<region>.amazonaws.com deny as any exact rule does. */
 			snprintf(name, sizeof(name), "api.ecr.%s.amazonaws.com", region);
-			if (allow_endpoint(p, pr, name, src, (uint32_t)r->login_server.line) < 0)
+			if (allow_endpoint(pn, p->rules, pr, name, src, (uint32_t)r->login_server.line) < 0)
 				goto oom;
 			snprintf(name, sizeof(name), "prod-%s-starport-layer-bucket.s3.%s.amazonaws.com",
 				 region, region);
-			if (allow_endpoint(p, pr, name, src, (uint32_t)r->login_server.line) < 0)
+			if (allow_endpoint(pn, p->rules, pr, name, src, (uint32_t)r->login_server.line) < 0)
 				goto oom;
 		}
 		if (extra && extra[i]) {
 			snprintf(srcname, sizeof(srcname), "discovery %s", r->login_server.s);
-			int dsrc = rules_source(p->rules, srcname);
+			int dsrc = rules_source(pn->table, srcname);
 			if (dsrc < 0)
 				goto oom;
 			for (char *const *e = extra[i]; *e; e++)
-				if (allow_endpoint(p, pr, *e, dsrc, 0) < 0)
+				if (allow_endpoint(pn, p->rules, pr, *e, dsrc, 0) < 0)
 					goto oom;
 		}
 	}
-	return 0;
+	return pn;
 oom:
 	snprintf(err, errlen, "%s: out of memory building the registry rules", cfg->path);
-	return -1;
+	policy_names_free(pn);
+	return NULL;
+}
+
+void policy_names_swap(struct policy *p, struct policy_names *names)
+{
+	struct policy_names old = { p->names, p->registries, p->n_registries, p->n_names_added };
+
+	p->names = names->table;
+	p->registries = names->registries;
+	p->n_registries = names->n_registries;
+	p->n_names_added = names->n_added;
+	*names = old;
+}
+
+size_t policy_rule_count(const struct policy *p)
+{
+	return rules_count(p->rules) + p->n_names_added;
 }
 
 struct policy *policy_new(const struct config *cfg, char **const *extra_endpoints,
 			  char *err, size_t errlen)
 {
 	struct policy *p = calloc(1, sizeof(*p));
+	struct policy_names *names = NULL;
 
 	if (!p || !(p->rules = rules_new())) {
 		snprintf(err, errlen, "%s: out of memory", cfg->path);
@@ -212,8 +263,7 @@ struct policy *policy_new(const struct config *cfg, char **const *extra_endpoint
 	p->n_local = cfg->n_local;
 	if (load_rule_files(p, cfg, err, errlen) < 0 ||
 	    add_inline(p, cfg, true, cfg->allow, cfg->n_allow, err, errlen) < 0 ||
-	    add_inline(p, cfg, false, cfg->deny, cfg->n_deny, err, errlen) < 0 ||
-	    add_registries(p, cfg, extra_endpoints, err, errlen) < 0) {
+	    add_inline(p, cfg, false, cfg->deny, cfg->n_deny, err, errlen) < 0) {
 		policy_free(p);
 		return NULL;
 	}
@@ -225,6 +275,12 @@ struct policy *policy_new(const struct config *cfg, char **const *extra_endpoint
 			return NULL;
 		}
 	}
+	if (!(names = policy_names_new(p, cfg, extra_endpoints, err, errlen))) {
+		policy_free(p);
+		return NULL;
+	}
+	policy_names_swap(p, names);
+	policy_names_free(names);
 	return p;
 }
 
@@ -255,6 +311,8 @@ static void decide(const struct policy *p, const uint8_t *name, size_t len,
 {
 	const struct rule_node *n;
 
+	uint32_t h = rules_hash(name, len);
+
 	d->local = -1;
 	d->node = NULL;
 	d->kind = -1;
@@ -262,7 +320,7 @@ static void decide(const struct policy *p, const uint8_t *name, size_t len,
 		d->verdict = VERDICT_LOCAL;
 		return;
 	}
-	n = rules_find(p->rules, name, len);
+	n = rules_find_hashed(p->rules, name, len, h);
 	if (n) {
 		if (n->local >= 0) {
 			d->verdict = VERDICT_LOCAL;
@@ -282,6 +340,16 @@ static void decide(const struct policy *p, const uint8_t *name, size_t len,
 			d->node = n;
 			return;
 		}
+	}
+	/* A registry's name ranks as an exact allow written after every rule:
+	 * below a local name and an exact deny, above any wildcard, and a rule
+	 * that allows the same name keeps its origin, as a repeated rule does.
+	 * Registries hold exact names only, so no suffix is looked up here. */
+	if (p->n_registries && (n = rules_find_hashed(p->names, name, len, h))) {
+		d->verdict = VERDICT_ALLOW;
+		d->kind = RULE_EXACT_ALLOW;
+		d->node = n;
+		return;
 	}
 	/* Proper suffixes, longest first: the first wildcard found is the most specific. */
 	while (name[0] != 0) {
@@ -353,19 +421,20 @@ void policy_describe(const struct policy *p, const struct policy_decision *d,
 					   ? "default: not on the allowlist" : "default: filter mode forwards");
 		return;
 	}
+	const struct rules *table = p->names && rules_holds(p->names, d->node) ? p->names : p->rules;
 	const struct rule_origin *o = &d->node->origin[d->kind];
 	bool wild = d->kind == RULE_WILD_ALLOW || d->kind == RULE_WILD_DENY;
 	bool allow = d->kind == RULE_EXACT_ALLOW || d->kind == RULE_WILD_ALLOW;
-	const uint8_t *apex = rules_node_name(p->rules, d->node);
+	const uint8_t *apex = rules_node_name(table, d->node);
 	wire_name_str(apex, name);
 	if (apex[0])
 		name[strlen(name) - 1] = '\0'; /* as rules are written: no trailing dot */
 	if (o->line)
 		snprintf(buf, len, "%s %s%s (%s:%u)", allow ? "allow" : "deny",
 			 wild ? (apex[0] ? "*." : "*") : "", apex[0] || !wild ? name : "",
-			 rules_source_name(p->rules, o->source), o->line);
+			 rules_source_name(table, o->source), o->line);
 	else
 		snprintf(buf, len, "%s %s%s (%s)", allow ? "allow" : "deny",
 			 wild ? (apex[0] ? "*." : "*") : "", apex[0] || !wild ? name : "",
-			 rules_source_name(p->rules, o->source));
+			 rules_source_name(table, o->source));
 }

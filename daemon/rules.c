@@ -140,6 +140,14 @@ const char *rules_source_name(const struct rules *r, uint16_t i)
 	return i < r->n_sources ? r->sources[i] : "?";
 }
 
+bool rules_holds(const struct rules *r, const struct rule_node *n)
+{
+	/* As integers: pointers into different arrays do not compare in C. */
+	uintptr_t at = (uintptr_t)n, first = (uintptr_t)r->nodes;
+
+	return r->n_nodes && at >= first && at < first + r->n_nodes * sizeof(*n);
+}
+
 const uint8_t *rules_node_name(const struct rules *r, const struct rule_node *n)
 {
 	return r->arena + n->name_off;
@@ -161,12 +169,22 @@ static size_t slot_of(const struct rules *r, const uint8_t *name, size_t len, ui
 	}
 }
 
-const struct rule_node *rules_find(const struct rules *r, const uint8_t *name, size_t len)
+uint32_t rules_hash(const uint8_t *name, size_t len)
 {
-	uint32_t h = (uint32_t)hash_bytes(name, len);
+	return (uint32_t)hash_bytes(name, len);
+}
+
+const struct rule_node *rules_find_hashed(const struct rules *r, const uint8_t *name, size_t len,
+					  uint32_t h)
+{
 	uint32_t idx = r->slots[slot_of(r, name, len, h)];
 
 	return idx == EMPTY ? NULL : &r->nodes[idx];
+}
+
+const struct rule_node *rules_find(const struct rules *r, const uint8_t *name, size_t len)
+{
+	return rules_find_hashed(r, name, len, rules_hash(name, len));
 }
 
 static int grow(struct rules *r)

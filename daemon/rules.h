@@ -97,6 +97,19 @@ long rules_load_stream(struct rules *r, FILE *f, const char *name, char *err, si
 /** @return the node for exactly this lowercase wire name, or NULL. */
 const struct rule_node *rules_find(const struct rules *r, const uint8_t *name, size_t len);
 
+/**
+ * The hash every table keys a name by, so that one name looked up in two
+ * tables (the policy's rules and its registries' names) is hashed once.
+ */
+uint32_t rules_hash(const uint8_t *name, size_t len);
+
+/** rules_find() with h = rules_hash(name, len) computed by the caller. */
+const struct rule_node *rules_find_hashed(const struct rules *r, const uint8_t *name, size_t len,
+					  uint32_t h);
+
+/** @return true when n is one of r's nodes (a decision names its table this way). */
+bool rules_holds(const struct rules *r, const struct rule_node *n);
+
 /** @return the wire name of a node. */
 const uint8_t *rules_node_name(const struct rules *r, const struct rule_node *n);
 
