@@ -32,6 +32,7 @@
 #include "query.h"
 #include "ratelimit.h"
 #include "regname.h"
+#include "reload.h"
 #include "server.h"
 #include "upstream.h"
 #include "wire.h"
@@ -151,7 +152,7 @@ static const char *status_line(const struct server *s, char *buf, size_t len)
 	for (size_t i = 0; i < s->policy->n_registries; i++)
 		eps += s->policy->registries[i].n_endpoints;
 	snprintf(buf, len, "serving: %zu rules, %zu registries with %zu data endpoints, "
-		 "%zu upstream servers, mode %s", rules_count(s->policy->rules),
+		 "%zu upstream servers, mode %s", policy_rule_count(s->policy),
 		 s->policy->n_registries, eps, upstream_count(s->up),
 		 s->cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
 	return buf;
@@ -169,72 +170,87 @@ static void warn_shared_print(void *arg, const char *warning)
 	printf("warning: %s\n", warning);
 }
 
-/** A registry's endpoints changed: a new policy with the new list. */
-static void rebuild_policy(struct server *s)
+/**
+ * A registry's endpoints changed: new registries' names, swapped in over
+ * the same rule table.  The build costs what the endpoints cost; the
+ * workers stop only for the pointer swap.
+ */
+static void swap_registry_names(struct server *s)
 {
 	char err[1024];
-	struct policy *p = policy_new(s->cfg, discovery_endpoints(s->disc, s->cfg), err, sizeof(err));
+	struct policy_names *names = policy_names_new(s->policy, s->cfg,
+						      discovery_endpoints(s->disc, s->cfg),
+						      err, sizeof(err));
 
-	if (!p) {
-		log_err("discovery: cannot rebuild the policy, the running one stays: %s", err);
+	if (!names) {
+		log_err("discovery: cannot rebuild the registries' names, the running ones stay: %s", err);
 		return;
 	}
 	workers_stop(s->workers);
-	policy_free(s->policy);
-	s->policy = p;
+	policy_names_swap(s->policy, names);
 	s->policy_gen++;
 	workers_start(s->workers);
+	policy_names_free(names); /* what the workers used: stopped since, they hold none of it */
+	s->names_builds++;
+	log_info("discovery: registries' names swapped in (%zu); the %zu rules stay as built",
+		 rules_count(s->policy->names), rules_count(s->policy->rules));
 	char status[256];
 	notify_status(status_line(s, status, sizeof(status)));
 }
 
 /**
- * Build a whole new configuration and policy and swap them in, keeping the
- * cache; on any error nothing changes.
- * @return 0, or -1 with the reason in err (also logged)
+ * On the loop, with a configuration and policy built by the reload thread:
+ * lay the registries' names over it, open listeners, reconfigure upstreams
+ * and discovery, and swap.  On any error the running pair stays.
  */
-static int reload_stopped(struct server *s, char *err, size_t errlen)
+static int reload_apply(void *arg, struct reload_pair *pair, char *err, size_t errlen)
 {
-	struct config *cfg;
-	struct policy *p;
-	char status[256];
+	struct server *s = arg;
+	struct config *cfg = pair->cfg;
+	char status[256], uerr[512];
 
-	notify_reloading();
-	if (!(cfg = config_load(s->cfg->path, err, errlen)))
+	if (!cfg)
+		goto failed; /* the build said why */
+	/* Discovered names as they are now: discovery may have changed them
+	 * while the rules were being built. */
+	struct policy_names *names = policy_names_new(pair->policy, cfg,
+						      discovery_endpoints(s->disc, cfg), err, errlen);
+	if (!names)
 		goto failed;
-	if (!(p = policy_new(cfg, discovery_endpoints(s->disc, cfg), err, errlen))) {
-		config_free(cfg);
-		goto failed;
-	}
+	policy_names_swap(pair->policy, names);
+	policy_names_free(names);
 	if (reconcile_listeners(s, cfg) < 0) {
 		snprintf(err, errlen, "cannot open a listener (see the log)");
-		policy_free(p);
-		config_free(cfg);
 		goto failed;
 	}
-	char uerr[512];
 	if (upstream_configure(s->up, cfg, uerr, sizeof(uerr)) < 0)
 		log_err("reload: %s", uerr);
 	if (nft_configure(s, cfg, uerr, sizeof(uerr)) < 0)
 		log_err("reload: %s", uerr);
 	metrics_configure(s, cfg);
 	cache_set_limit(s->cache, cfg->cache_size);
-	apply_settings(s, cfg);
-	apply_rate_limit(s, s->cfg, cfg);
 	if (strcmp(cfg->user, s->cfg->user) != 0 || (cfg->group && (!s->cfg->group ||
 	    strcmp(cfg->group, s->cfg->group) != 0)))
 		log_warn("reload: a new user or group takes effect at the next start");
 	if (cfg->workers != s->cfg->workers)
 		log_warn("reload: a new number of workers takes effect at the next start");
-	policy_free(s->policy); /* before its configuration: it borrows the local names */
-	config_free(s->cfg);
+	/* The swap: pointers only, with the workers stopped so that they see
+	 * the old pair or the new, never half; their sockets stay open, so
+	 * queries wait in the kernel for the moment it takes. */
+	workers_stop(s->workers);
+	apply_settings(s, cfg);
+	apply_rate_limit(s, s->cfg, cfg);
+	struct policy *p = pair->policy;
+	pair->cfg = s->cfg;            /* the replaced pair: the reload thread frees it */
+	pair->policy = s->policy;
 	s->cfg = cfg;
 	s->policy = p;
 	s->policy_gen++;
+	workers_start(s->workers);
 	discovery_configure(s->disc, cfg);
 	control_configure(s->ctl, cfg);
 	log_notice("configuration reloaded: %zu rules, %zu upstream servers",
-		   rules_count(p->rules), upstream_count(s->up));
+		   policy_rule_count(p), upstream_count(s->up));
 	policy_each_shared(p, warn_shared_log, NULL);
 	notify_ready(status_line(s, status, sizeof(status)));
 	return 0;
@@ -245,22 +261,14 @@ failed:
 	return -1;
 }
 
-/** Reload with the workers stopped: they see the old or the new, never half. */
-static int reload(struct server *s, char *err, size_t errlen)
-{
-	workers_stop(s->workers);
-	int rc = reload_stopped(s, err, errlen);
-	workers_start(s->workers);
-	return rc;
-}
-
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
+	struct server *s = w->data;
 	(void)loop;
 	(void)revents;
-	char err[1024];
-	log_notice("SIGHUP: reloading %s", ((struct server *)w->data)->cfg->path);
-	reload(w->data, err, sizeof(err));
+
+	log_notice("SIGHUP: reloading %s", s->cfg->path);
+	reload_request(s->reloads, s->cfg->path, NULL);
 }
 
 static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -327,7 +335,7 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 		printf("rules: %s: %zu rules\n", p->files[i], p->file_counts[i]);
 	if (cfg->n_allow || cfg->n_deny)
 		printf("rules: inline: %zu allow, %zu deny\n", cfg->n_allow, cfg->n_deny);
-	printf("rules: %zu in all\n", rules_count(p->rules));
+	printf("rules: %zu in all\n", policy_rule_count(p));
 	policy_each_shared(p, warn_shared_print, NULL);
 	for (size_t i = 0; i < p->n_registries; i++) {
 		const struct policy_registry *r = &p->registries[i];
@@ -489,7 +497,7 @@ int main(int argc, char **argv)
 	static struct server srv;
 	struct server *s = &srv;
 	/* Endpoints saved by earlier runs are allowed from the first query on. */
-	if (!(s->disc = discovery_new(s, rebuild_policy))) {
+	if (!(s->disc = discovery_new(s, swap_registry_names))) {
 		fprintf(stderr, "acrdnsd: out of memory\n");
 		return 1;
 	}
@@ -550,7 +558,10 @@ int main(int argc, char **argv)
 	}
 	if (metrics_configure(s, cfg) < 0)
 		return 1;
-	s->reload = reload;
+	if (!(s->reloads = reload_new(s->loop, reload_apply, s))) {
+		log_err("out of memory at start-up");
+		return 1;
+	}
 	s->started = ev_now(s->loop);
 	if ((s->ctl = control_new(s)))
 		control_configure(s->ctl, cfg);
@@ -582,7 +593,7 @@ int main(int argc, char **argv)
 	ev_signal_start(s->loop, &usr1);
 	discovery_configure(s->disc, cfg);
 	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
-		   rules_count(policy->rules), upstream_count(s->up),
+		   policy_rule_count(policy), upstream_count(s->up),
 		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
 	policy_each_shared(policy, warn_shared_log, NULL);
 	if (cfg->audit)
@@ -609,6 +620,7 @@ int main(int argc, char **argv)
 	nft_free(s);
 	metrics_free(s);
 	control_free(s->ctl);
+	reload_free(s->reloads);    /* after control: its connections forget their reloads */
 	discovery_free(s->disc);
 	upstream_free(s->up);
 	listener_close_all_tcp(s);

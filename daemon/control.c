@@ -3,7 +3,10 @@
  * Control socket requests, on the event loop like everything else.  A
  * request is one line of at most CTL_LINE_MAX bytes; a client that does
  * not send it within CTL_TIMEOUT seconds, or does not read its answer, is
- * dropped.  Answers are built whole, then written without blocking.
+ * dropped.  Answers are built whole, then written without blocking.  A
+ * reload is answered later, once the configuration it read is live or has
+ * failed: the connection waits for it without a deadline of its own (the
+ * build is off the loop; acrdnsctl gives up by itself).
  */
 #include "autoconf.h"
 
@@ -29,6 +32,7 @@
 #include "metrics.h"
 #include "nft.h"
 #include "policy.h"
+#include "reload.h"
 #include "server.h"
 #include "text.h"
 #include "upstream.h"
@@ -48,6 +52,8 @@ struct ctl_conn {
 	size_t in_len;
 	char *out;
 	size_t out_len, out_off;
+	struct reload_waiter reload;  /**< while it waits for a reload */
+	bool reloading, json;
 };
 
 struct control {
@@ -101,7 +107,7 @@ static char *status(struct server *s, bool json)
 			"workers", (json_int_t)workers_count(s->workers) + 1,
 			"mode", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
 			"audit", cfg->audit ? "on" : "off",
-			"rules", (json_int_t)rules_count(s->policy->rules),
+			"rules", (json_int_t)policy_rule_count(s->policy),
 			"registries", (json_int_t)s->policy->n_registries,
 			"upstreams", (json_int_t)upstream_count(s->up),
 			"cache_entries", (json_int_t)cache_entries(s->cache),
@@ -118,7 +124,7 @@ static char *status(struct server *s, bool json)
 	    PACKAGE_VERSION, up,
 	    workers_count(s->workers) + 1, cfg->path,
 	    cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
-	    cfg->audit ? " (audit: nothing is denied; see acrdnsctl audit)" : "", rules_count(s->policy->rules),
+	    cfg->audit ? " (audit: nothing is denied; see acrdnsctl audit)" : "", policy_rule_count(s->policy),
 	    s->policy->n_registries, upstream_count(s->up), cache_entries(s->cache),
 	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), sockets, idle,
 	    s->tcp_conns);
@@ -409,11 +415,9 @@ static char *audit(struct server *s, const char *arg, bool json)
 	return t.buf;
 }
 
-static char *reload(struct server *s, bool json)
+static char *reload_answer(int rc, const char *err, bool json)
 {
-	char err[1024];
-
-	if (s->reload(s, err, sizeof(err)) < 0)
+	if (rc < 0)
 		return error_answer(json, "reload failed, the running configuration stays: %s", err);
 	if (json)
 		return json_answer(json_pack("{s:b}", "reloaded", 1));
@@ -422,7 +426,8 @@ static char *reload(struct server *s, bool json)
 	return t.buf;
 }
 
-char *control_answer(struct server *s, const char *request)
+/** An answer now, or NULL with *reload set: the caller asks for a reload and answers later. */
+static char *answer(struct server *s, const char *request, bool *reload, bool *json_out)
 {
 	char line[CTL_LINE_MAX + 1], *words[4], *save = NULL;
 	int n = 0;
@@ -437,6 +442,7 @@ char *control_answer(struct server *s, const char *request)
 		else
 			return error_answer(json, "too many words");
 	}
+	*json_out = json;
 	if (n == 0)
 		return error_answer(json, "empty request; try: status, stats, endpoints, explain NAME, "
 				    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset]");
@@ -457,8 +463,12 @@ char *control_answer(struct server *s, const char *request)
 		return flush(s, arg, json);
 	if (strcmp(cmd, "dump-cache") == 0)
 		return dump_cache(s, json);
-	if (strcmp(cmd, "reload") == 0)
-		return reload(s, json);
+	if (strcmp(cmd, "reload") == 0) {
+		if (!s->reloads)
+			return error_answer(json, "this process does not reload");
+		*reload = true;
+		return NULL;
+	}
 	if (strcmp(cmd, "metrics") == 0)
 		return metrics(s, json);
 	if (strcmp(cmd, "nft") == 0)
@@ -469,6 +479,14 @@ char *control_answer(struct server *s, const char *request)
 		return audit(s, arg, json);
 	return error_answer(json, "unknown command '%.64s'; try: status, stats, endpoints, explain NAME, "
 			    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset]", cmd);
+}
+
+char *control_answer(struct server *s, const char *request)
+{
+	bool reload = false, json = false;
+	char *out = answer(s, request, &reload, &json);
+
+	return reload ? error_answer(json, "reload is answered on the control socket only") : out;
 }
 
 /* ---- the socket ---- */
@@ -482,6 +500,8 @@ static void conn_free(struct ctl_conn *k)
 			*pp = k->next;
 			break;
 		}
+	if (k->reloading)
+		reload_forget(c->srv->reloads, &k->reload);
 	ev_io_stop(c->srv->loop, &k->io);
 	ev_timer_stop(c->srv->loop, &k->timer);
 	close(k->fd);
@@ -507,6 +527,26 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 	conn_free(k);
 }
 
+/** Write k->out, the whole answer; close when it is written (or cannot be). */
+static void conn_send(struct ctl_conn *k)
+{
+	struct ev_loop *loop = k->ctl->srv->loop;
+
+	if (!k->out) {
+		conn_free(k);
+		return;
+	}
+	k->out_len = strlen(k->out);
+	ev_io_stop(loop, &k->io);
+	ev_io_init(&k->io, conn_write_cb, k->fd, EV_WRITE);
+	k->io.data = k;
+	ev_io_start(loop, &k->io);
+	/* The answer must be taken within the same time. */
+	ev_timer_again(loop, &k->timer);
+}
+
+static void conn_reloaded(struct reload_waiter *w, int rc, const char *err);
+
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct ctl_conn *k = w->data;
@@ -527,21 +567,29 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return; /* the rest of the line is coming */
 	if (nl)
 		*nl = '\0';
+	bool reload = false;
 	if (!nl && k->in_len == CTL_LINE_MAX)
 		k->out = error_answer(false, "request longer than %d bytes", CTL_LINE_MAX);
 	else
-		k->out = control_answer(k->ctl->srv, k->in);
-	if (!k->out) {
-		conn_free(k);
+		k->out = answer(k->ctl->srv, k->in, &reload, &k->json);
+	if (reload) {
+		/* Nothing to read meanwhile, and no deadline: see the top of the file. */
+		ev_io_stop(loop, &k->io);
+		ev_timer_stop(loop, &k->timer);
+		k->reloading = true;
+		reload_request(k->ctl->srv->reloads, k->ctl->srv->cfg->path, &k->reload);
 		return;
 	}
-	k->out_len = strlen(k->out);
-	ev_io_stop(loop, &k->io);
-	ev_io_init(&k->io, conn_write_cb, k->fd, EV_WRITE);
-	k->io.data = k;
-	ev_io_start(loop, &k->io);
-	/* The answer must be taken within the same time. */
-	ev_timer_again(loop, &k->timer);
+	conn_send(k);
+}
+
+static void conn_reloaded(struct reload_waiter *w, int rc, const char *err)
+{
+	struct ctl_conn *k = (struct ctl_conn *)(void *)((char *)w - offsetof(struct ctl_conn, reload));
+
+	k->reloading = false;
+	k->out = reload_answer(rc, err, k->json);
+	conn_send(k);
 }
 
 static void conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -567,6 +615,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		k->ctl = c;
 		k->fd = fd;
+		k->reload.done = conn_reloaded;
 		ev_io_init(&k->io, conn_read_cb, fd, EV_READ);
 		ev_timer_init(&k->timer, conn_timeout_cb, CTL_TIMEOUT, CTL_TIMEOUT);
 		k->io.data = k->timer.data = k;

@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "nft.h"
 #include "policy.h"
+#include "reload.h"
 #include "server.h"
 #include "text.h"
 #include "upstream.h"
@@ -151,6 +152,11 @@ char *metrics_render(struct server *s)
 	text_put(&o, "acrdns_tcp_connections %u\n", s->tcp_conns);
 	head(&o, "rules", "gauge", "Rules in the running policy.");
 	text_put(&o, "acrdns_rules %zu\n", policy_rule_count(s->policy));
+	head(&o, "policy_builds_total", "counter",
+	     "Tables built since start: the rule table (start-up and each reload, off the loop), "
+	     "the registries' names alone (each discovery change).");
+	text_put(&o, "acrdns_policy_builds_total{table=\"rules\"} %lu\n", 1 + reload_builds(s->reloads));
+	text_put(&o, "acrdns_policy_builds_total{table=\"registry_names\"} %lu\n", s->names_builds);
 
 	head(&o, "upstream_queries_total", "counter", "Attempts sent to each upstream server.");
 	upstream_each(s->up, upstream_metric, &o);

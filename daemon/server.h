@@ -20,6 +20,7 @@ struct discovery;
 struct listener;
 struct metrics_http;
 struct nft;
+struct reload;
 struct upstreams;
 struct workers;
 
@@ -41,8 +42,8 @@ struct server {
 	struct workers *workers;      /**< NULL: the main loop alone (workers = 1) */
 	bool main_nft;                /**< in a worker's shadow: the main loop fills nftables sets */
 	ev_tstamp started;
-	/** Reload the configuration; 0, or -1 with the reason in err. */
-	int (*reload)(struct server *s, char *err, size_t errlen);
+	struct reload *reloads;       /**< builds new configurations off the loop */
+	unsigned long names_builds;   /**< registries' names built for a discovery change */
 	struct listener *listeners;
 	unsigned tcp_conns;
 	struct stats stats;
