@@ -3,8 +3,9 @@
  * Keeping each registry's data endpoints current.  Per registry, a task on
  * the event loop reads a source (a file, a command, or ARM over HTTPS),
  * validates what it says, and when the set changes, persists it, has the
- * policy rebuilt, drops the removed names from the cache and resolves the
- * new ones ahead of the first pull.  A failed or invalid refresh keeps the
+ * registries' names rebuilt (not the rules: see policy.h), drops the
+ * removed names from the cache and resolves the new ones ahead of the
+ * first pull.  A failed or invalid refresh keeps the
  * last good set, so a broken or tampered source never opens the filter.
  */
 #ifndef ACRDNS_DISCOVERY_H
@@ -55,7 +56,7 @@ int discovery_state_save(const char *state_dir, const char *login_server, char *
  */
 char **discovery_state_load(const char *state_dir, const char *login_server);
 
-/** Called after a registry's endpoint set changed, to rebuild the policy. */
+/** Called after a registry's endpoint set changed, to swap in new registries' names. */
 typedef void (*discovery_changed_fn)(struct server *s);
 
 /** @return the discovery state, or NULL when out of memory. */
