@@ -89,7 +89,8 @@ run() { # quiet|reload|discovery
 	local what=$1 t changes=0 flip=0
 	dnsperf -s 127.0.0.1 -p $ACR -d "$work/cached.txt" -l "$DUR" -c 4 -q 500 -Q "$RATE" -t 5 \
 		> "$work/perf.out" 2>&1 & local perf=$!
-	local marks0
+	local marks0 rss0 rss1
+	rss0=$(awk '/VmRSS/ { print $2 }' "/proc/$ACR_PID/status")
 	marks0=$(grep -c -E 'configuration reloaded|endpoint (added|removed)' "$work/acrdnsd.log" || true)
 	for ((t = 1; t < DUR; t++)); do
 		sleep 1
@@ -101,12 +102,13 @@ run() { # quiet|reload|discovery
 	done
 	wait $perf || true
 	sleep 1   # the last change's log line
+	rss1=$(awk '/VmRSS/ { print $2 }' "/proc/$ACR_PID/status")
 	local done_marks
 	done_marks=$(( $(grep -c -E 'configuration reloaded|endpoint (added|removed)' "$work/acrdnsd.log" || true) - marks0 ))
-	awk -v done="$done_marks" -v asked="$changes" '
+	awk -v done="$done_marks" -v asked="$changes" -v r0="$rss0" -v r1="$rss1" '
 		/Queries lost/ { lost = $3 }
 		/Average Latency/ { gsub(/[(),]/, ""); for (i = 1; i <= NF; i++) if ($i == "max") max = $(i + 1) }
-		END { printf "%.2f %d %d/%d\n", max * 1000, lost, done, asked }' "$work/perf.out"
+		END { printf "%.2f %d %d/%d %.0f->%.0f\n", max * 1000, lost, done, asked, r0 / 1024, r1 / 1024 }' "$work/perf.out"
 }
 
 declare -A WORST LOST DONE
@@ -117,10 +119,11 @@ for what in quiet reload discovery; do
 	for b in "${builds[@]}"; do
 		name=${b%%:*} bin=${b#*:}
 		start_acrdnsd "$bin"
-		read -r w l d < <(run $what)
+		read -r w l d m < <(run $what)
 		stop_acrdnsd
 		WORST[$name-$what]=$w LOST[$name-$what]=$l DONE[$name-$what]=$d
-		printf '  %-5s %-10s worst %8.2f ms, lost %s, changes applied/asked %s\n' "$name" "$what" "$w" "$l" "$d"
+		printf '  %-5s %-10s worst %8.2f ms, lost %s, changes applied/asked %s, RSS MB %s\n' \
+			"$name" "$what" "$w" "$l" "$d" "$m"
 	done
 done
 
