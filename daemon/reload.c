@@ -11,6 +11,7 @@
  */
 #include "autoconf.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -250,6 +251,12 @@ struct reload *reload_new(struct ev_loop *loop, reload_apply_fn apply, void *arg
 
 	if (!r)
 		return NULL;
+	/* A policy is built in one thread and freed in another, a reload
+	 * later.  glibc raises its mmap threshold each time such a block is
+	 * freed, after which the next build's tables come from the thread's
+	 * heap and stay in RSS once freed; a fixed threshold keeps every big
+	 * table a mapping of its own, given back whole when freed. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	r->loop = loop;
 	r->apply = apply;
 	r->arg = arg;
