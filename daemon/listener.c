@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -196,6 +197,12 @@ static int open_socket(const struct cfg_addr *a, int type, bool wildcard, bool *
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (a->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	/* Bind to an address that is not up yet (a bridge created later at
+	 * boot): the socket serves once it appears, as unbound's ip-freebind. */
+	if (a->ss.ss_family == AF_INET)
+		setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
+	else
+		setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one));
 	set_options(fd, a, type, wildcard);
 	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
 	    (type == SOCK_STREAM && listen(fd, 128) < 0)) {
@@ -221,6 +228,29 @@ static void bind_error(const struct cfg_addr *addr, const char *name, const char
 			name, proto, strerror(e), (unsigned)geteuid());
 	else
 		log_err("listen %s (%s): %s", name, proto, strerror(e));
+}
+
+/** Is addr one of this host's addresses now?  (Not a wildcard.) */
+static bool addr_present(const struct cfg_addr *addr)
+{
+	struct ifaddrs *ifs, *i;
+	bool found = false;
+
+	if (getifaddrs(&ifs) < 0)
+		return true; /* cannot tell: say nothing */
+	for (i = ifs; i && !found; i = i->ifa_next) {
+		if (!i->ifa_addr || i->ifa_addr->sa_family != addr->ss.ss_family)
+			continue;
+		if (addr->ss.ss_family == AF_INET)
+			found = ((const struct sockaddr_in *)(const void *)i->ifa_addr)->sin_addr.s_addr ==
+				((const struct sockaddr_in *)(const void *)&addr->ss)->sin_addr.s_addr;
+		else
+			found = IN6_ARE_ADDR_EQUAL(
+				&((const struct sockaddr_in6 *)(const void *)i->ifa_addr)->sin6_addr,
+				&((const struct sockaddr_in6 *)(const void *)&addr->ss)->sin6_addr);
+	}
+	freeifaddrs(ifs);
+	return found;
 }
 
 /** UDP and, unless for a worker, TCP on addr. */
@@ -254,6 +284,9 @@ static struct listener *open_listener(struct server *srv, const struct cfg_addr 
 		free(l);
 		return NULL;
 	}
+	if (!worker && !l->wildcard && !l->udp_passed && !addr_present(addr))
+		log_warn("listen %s: the address is not on any interface yet; listening anyway "
+			 "(IP_FREEBIND): queries are served once it is added", name);
 	ev_io_init(&l->udp_io, udp_cb, l->udp_fd, EV_READ);
 	ev_io_init(&l->tcp_io, accept_cb, l->tcp_fd, EV_READ);
 	l->udp_io.data = l->tcp_io.data = l;
