@@ -2,7 +2,8 @@
  * \file acrdnsctl.c
  * The control tool: sends one request line to acrdnsd's control socket and
  * prints the answer.  Exit status 1 when the daemon answered with an error,
- * 2 for bad arguments, 3 when the daemon cannot be reached.
+ * 2 for bad arguments, 3 when the daemon cannot be reached.  wait-ready
+ * asks `ready` until the daemon is ready (0) or the time is up (1).
  */
 #include "autoconf.h"
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -35,9 +37,71 @@ static void usage(FILE *f)
 		"  nft             an example nftables ruleset for the configured sets\n"
 		"  firewall        each registry's endpoint names, for name-based firewalls\n"
 		"  audit [reset]   names audit mode would have denied, busiest first; reset forgets them\n"
+		"  ready           whether acrdnsd is ready, or what it waits for\n"
+		"  wait-ready [--timeout SECONDS]\n"
+		"                  wait until acrdnsd is ready (exit 0), or say why it is not\n"
+		"                  when the time is up (exit 1; default 60 s)\n"
 		"options:\n"
 		"  -s, --socket PATH   control socket (default %s)\n"
 		"  -j, --json          answer in JSON\n", DEFAULT_SOCKET);
+}
+
+/**
+ * Ask the daemon one `ready` question.
+ * @param why receives "ready", the daemon's reason, or why it cannot be reached
+ * @return true when ready
+ */
+static bool ask_ready(const char *path, char *why, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct pollfd pfd;
+	size_t n = 0;
+	int fd;
+
+	strcpy(sa.sun_path, path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    send(fd, "ready\n", 6, MSG_NOSIGNAL) != 6) {
+		snprintf(why, len, "cannot reach acrdnsd at %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	pfd = (struct pollfd){ fd, POLLIN, 0 };
+	while (n + 1 < len && poll(&pfd, 1, 5000) > 0) {
+		ssize_t r = recv(fd, why + n, len - n - 1, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	why[n] = '\0';
+	why[strcspn(why, "\n")] = '\0';
+	if (n == 0)
+		snprintf(why, len, "no answer from acrdnsd at %s", path);
+	return strcmp(why, "ready") == 0;
+}
+
+/** Ask until ready or timeout seconds have passed (a daemon still starting is asked again). */
+static int wait_ready(const char *path, double timeout)
+{
+	struct timespec now, start;
+	char why[1024];
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		if (ask_ready(path, why, sizeof(why))) {
+			printf("ready\n");
+			return 0;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		double spent = (double)(now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9;
+		if (spent >= timeout) {
+			fprintf(stderr, "acrdnsctl: acrdnsd not ready after %.0f s: %s\n", timeout, why);
+			return 1;
+		}
+		poll(NULL, 0, 100);
+	}
 }
 
 int main(int argc, char **argv)
@@ -46,17 +110,27 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = DEFAULT_SOCKET;
 	bool json = false;
+	double timeout = -1;
 	char req[1100];
 	size_t n = 0;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
+		char *end;
 		switch (c) {
 		case 's': path = optarg; break;
+		case 't':
+			timeout = strtod(optarg, &end);
+			if (*end || end == optarg || timeout < 0 || timeout > 86400) {
+				fprintf(stderr, "acrdnsctl: --timeout takes seconds, 0 to 86400: %s\n", optarg);
+				return 2;
+			}
+			break;
 		case 'j': json = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -65,6 +139,22 @@ int main(int argc, char **argv)
 	if (optind >= argc || argc - optind > 2) {
 		usage(stderr);
 		return 2;
+	}
+	bool waiting = strcmp(argv[optind], "wait-ready") == 0;
+	if (timeout >= 0 && !waiting) {
+		fprintf(stderr, "acrdnsctl: --timeout goes with wait-ready only\n");
+		return 2;
+	}
+	if (waiting) {
+		if (argc - optind != 1) {
+			usage(stderr);
+			return 2;
+		}
+		if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			fprintf(stderr, "acrdnsctl: socket path too long: %s\n", path);
+			return 2;
+		}
+		return wait_ready(path, timeout >= 0 ? timeout : 60);
 	}
 	for (int i = optind; i < argc; i++) {
 		if (strchr(argv[i], '\n') || strlen(argv[i]) > 512) {

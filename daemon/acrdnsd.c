@@ -24,6 +24,7 @@
 #include "hash.h"
 #include "listener.h"
 #include "log.h"
+#include "loopdetect.h"
 #include "metrics.h"
 #include "nft.h"
 #include "notify.h"
@@ -142,6 +143,11 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 	free(next);
 	free(fresh);
 	return rc;
+}
+
+static void check_loops(void *loopdetect)
+{
+	loopdetect_check(loopdetect);
 }
 
 /** The one-line summary for systemd's STATUS=. */
@@ -304,6 +310,44 @@ static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	log_notice("cache entries=%zu bytes=%zu inflight=%zu tcp_connections=%u",
 		   cache_entries(s->cache), cache_bytes(s->cache), upstream_inflight(s->up),
 		   s->tcp_conns);
+}
+
+/**
+ * The daemon would start with no upstream server at all: every file: list
+ * is empty or names only our own listeners.  Said as file:line of the
+ * first `upstreams` entry, with what each entry gave.
+ * @return 0, or -1 after printing the error
+ */
+static int check_upstreams(const struct config *cfg)
+{
+	size_t usable = 0;
+	char buf[64];
+
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		struct cfg_addr *a = NULL;
+		int n = 1;
+		if (cfg->upstreams[i].file)
+			n = upstream_read_resolv(cfg->upstreams[i].file, &a);
+		for (int j = 0; j < n; j++)
+			usable += !upstream_is_self(cfg->listen, cfg->n_listen,
+						    a ? &a[j] : &cfg->upstreams[i].addr);
+		free(a);
+	}
+	if (usable || cfg->n_upstreams == 0)
+		return 0;
+	fprintf(stderr, "%s:%d: no usable upstream server: ", cfg->path, cfg->upstreams[0].line);
+	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+		if (cfg->upstreams[i].file) {
+			fprintf(stderr, "%sfile:%s has no nameserver but this daemon's own listeners",
+				i ? "; " : "", cfg->upstreams[i].file);
+		} else {
+			config_addr_str((const struct sockaddr *)&cfg->upstreams[i].addr.ss, buf, sizeof(buf));
+			fprintf(stderr, "%s%s is this daemon's own listener", i ? "; " : "", buf);
+		}
+	}
+	fprintf(stderr, ". Name the real DNS servers (with systemd-resolved: "
+		"\"file:/run/systemd/resolve/resolv.conf\"); see acrdnsd(8), THE HOST'S RESOLVER\n");
+	return -1;
 }
 
 static void print_summary(const struct config *cfg, const struct policy *p)
@@ -509,7 +553,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (test || explain_name) {
-		int rc = test ? (print_summary(cfg, policy), 0) : explain(policy, explain_name);
+		int rc = test ? (print_summary(cfg, policy), check_upstreams(cfg) < 0 ? 1 : 0)
+			      : explain(policy, explain_name);
 		policy_free(policy);
 		discovery_free(s->disc);
 		config_free(cfg);
@@ -528,10 +573,13 @@ int main(int argc, char **argv)
 	/* Before the workers: they count audited cache hits in it too. */
 	if (!(s->audit = audit_new(0)))
 		log_err("audit: out of memory; acrdnsctl audit will have nothing to show");
-	if (!(s->cache = cache_new(cfg->cache_size)) || !(s->up = upstream_new(s))) {
+	if (!(s->cache = cache_new(cfg->cache_size)) || !(s->up = upstream_new(s)) ||
+	    !(s->loopdetect = loopdetect_new(s))) {
 		log_err("out of memory at start-up");
 		return 1;
 	}
+	/* Every new upstream list (start, reload, a file: list changed) is checked for loops. */
+	upstream_on_rebuild(s->up, check_loops, s->loopdetect);
 	unsigned n_workers = cfg->workers ? cfg->workers : workers_default();
 	listener_set_reuseport(n_workers > 1);
 	s->activated = listener_inherit() > 0;
@@ -622,6 +670,7 @@ int main(int argc, char **argv)
 	control_free(s->ctl);
 	reload_free(s->reloads);    /* after control: its connections forget their reloads */
 	discovery_free(s->disc);
+	loopdetect_free(s->loopdetect);
 	upstream_free(s->up);
 	listener_close_all_tcp(s);
 	for (struct listener *l = s->listeners, *n; l; l = n) {

@@ -28,6 +28,8 @@
 #include "cache.h"
 #include "control.h"
 #include "discovery.h"
+#include "health.h"
+#include "loopdetect.h"
 #include "log.h"
 #include "metrics.h"
 #include "nft.h"
@@ -94,15 +96,35 @@ static char *error_answer(bool json, const char *fmt, ...)
 	return t.buf;
 }
 
+struct status_loops {
+	json_t *arr;     /**< JSON: the array to fill */
+	struct text *t;  /**< text: the answer to add lines to */
+};
+
+/** One upstream found to be a loop: a status line or a JSON array element. */
+static void put_loop(void *arg, const struct cfg_addr *server)
+{
+	char name[64];
+	struct status_loops *x = arg;
+
+	config_addr_str((const struct sockaddr *)&server->ss, name, sizeof(name));
+	if (x->arr)
+		json_array_append_new(x->arr, json_string(name));
+	else
+		text_put(x->t, "upstream loop: %s leads back to acrdnsd; dropped\n", name);
+}
+
 static char *status(struct server *s, bool json)
 {
 	double up = ev_now(s->loop) - s->started;
 	const struct config *cfg = s->cfg;
+	char why[400];
+	bool ready = health_ready(s, why, sizeof(why));
 
 	size_t idle, sockets = upstream_sockets(s->up, &idle);
 
-	if (json)
-		return json_answer(json_pack("{s:s,s:s,s:i,s:i,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+	if (json) {
+		json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
 			"version", PACKAGE_VERSION, "config", cfg->path, "uptime", (json_int_t)up,
 			"workers", (json_int_t)workers_count(s->workers) + 1,
 			"mode", cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter",
@@ -115,7 +137,18 @@ static char *status(struct server *s, bool json)
 			"inflight", (json_int_t)upstream_inflight(s->up),
 			"upstream_sockets", (json_int_t)sockets,
 			"upstream_sockets_idle", (json_int_t)idle,
-			"tcp_connections", (json_int_t)s->tcp_conns));
+			"tcp_connections", (json_int_t)s->tcp_conns);
+		struct status_loops x = { json_array(), NULL };
+		loopdetect_each_loop(s->loopdetect, put_loop, &x);
+		if (o) {
+			json_object_set_new(o, "upstream_loops", x.arr ? x.arr : json_array());
+			json_object_set_new(o, "ready", json_boolean(ready));
+			json_object_set_new(o, "not_ready", ready ? json_null() : json_string(why));
+		} else {
+			json_decref(x.arr);
+		}
+		return json_answer(o);
+	}
 	struct text t = { 0 };
 	text_put(&t, "acrdnsd %s, up %.0f s\nevent loops: %zu\nconfig: %s\nmode: %s%s\nrules: %zu\n"
 	    "registries: %zu\n"
@@ -128,6 +161,27 @@ static char *status(struct server *s, bool json)
 	    s->policy->n_registries, upstream_count(s->up), cache_entries(s->cache),
 	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), sockets, idle,
 	    s->tcp_conns);
+	struct status_loops x = { NULL, &t };
+	loopdetect_each_loop(s->loopdetect, put_loop, &x);
+	if (upstream_count(s->up) == 0)
+		text_put(&t, "no usable upstream server: every forwarded query gets SERVFAIL\n");
+	text_put(&t, "ready: %s%s\n", ready ? "yes" : "no: ", ready ? "" : why);
+	return t.buf;
+}
+
+/** `ready`: one line, for acrdnsctl wait-ready; "ready" or "not ready: REASON". */
+static char *readiness(struct server *s, bool json)
+{
+	char why[400];
+	bool ready = health_ready(s, why, sizeof(why));
+
+	if (json)
+		return json_answer(json_pack("{s:b,s:s}", "ready", ready, "reason", ready ? "" : why));
+	struct text t = { 0 };
+	if (ready)
+		text_put(&t, "ready\n");
+	else
+		text_put(&t, "not ready: %s\n", why);
 	return t.buf;
 }
 
@@ -445,7 +499,7 @@ static char *answer(struct server *s, const char *request, bool *reload, bool *j
 	*json_out = json;
 	if (n == 0)
 		return error_answer(json, "empty request; try: status, stats, endpoints, explain NAME, "
-				    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset]");
+				    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset], ready");
 	const char *cmd = words[0], *arg = n > 1 ? words[1] : NULL;
 	bool one_arg = strcmp(cmd, "explain") == 0 || strcmp(cmd, "flush") == 0 ||
 		       strcmp(cmd, "audit") == 0;
@@ -455,6 +509,8 @@ static char *answer(struct server *s, const char *request, bool *reload, bool *j
 		return status(s, json);
 	if (strcmp(cmd, "stats") == 0)
 		return stats(s, json);
+	if (strcmp(cmd, "ready") == 0)
+		return readiness(s, json);
 	if (strcmp(cmd, "endpoints") == 0)
 		return endpoints(s, json);
 	if (strcmp(cmd, "explain") == 0)
@@ -478,7 +534,7 @@ static char *answer(struct server *s, const char *request, bool *reload, bool *j
 	if (strcmp(cmd, "audit") == 0)
 		return audit(s, arg, json);
 	return error_answer(json, "unknown command '%.64s'; try: status, stats, endpoints, explain NAME, "
-			    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset]", cmd);
+			    "flush [NAME], dump-cache, reload, metrics, nft, firewall, audit [reset], ready", cmd);
 }
 
 char *control_answer(struct server *s, const char *request)

@@ -22,6 +22,7 @@
 
 #include "cache.h"
 #include "discovery.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "nft.h"
@@ -122,6 +123,9 @@ char *metrics_render(struct server *s)
 	text_put(&o, "acrdns_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
 	head(&o, "uptime_seconds", "gauge", "Seconds since the daemon started.");
 	text_put(&o, "acrdns_uptime_seconds %.0f\n", ev_now(s->loop) - s->started);
+	char why[400];
+	head(&o, "ready", "gauge", "1 when GET /ready would answer 200.");
+	text_put(&o, "acrdns_ready %d\n", health_ready(s, why, sizeof(why)) ? 1 : 0);
 
 	head(&o, "queries_total", "counter", "Queries by transport and policy verdict.");
 	for (int t = 0; t < 2; t++)
@@ -226,15 +230,32 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 		return MHD_YES;
 	}
 	(void)state;
+	bool probe = false;
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 		code = MHD_HTTP_METHOD_NOT_ALLOWED;
+	} else if (strcmp(url, "/health") == 0 || strcmp(url, "/ready") == 0) {
+		/* Answered here, on the loop: an answer to /health proves the loop turns. */
+		char reason[400], buf[512];
+		bool ready = url[1] == 'h' || health_ready(m->srv, reason, sizeof(reason));
+		if (ready)
+			snprintf(buf, sizeof(buf), "{\"status\":\"%s\"}\n", url[1] == 'h' ? "alive" : "ready");
+		else
+			snprintf(buf, sizeof(buf), "{\"status\":\"not ready\",\"reason\":\"%s\"}\n", reason);
+		code = ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+		body = strdup(buf);
+		type = "application/json";
+		probe = true;
+		if (!body)
+			code = MHD_HTTP_INTERNAL_SERVER_ERROR;
 	} else if (strcmp(url, "/metrics") != 0) {
 		code = MHD_HTTP_NOT_FOUND;
 	} else if (!(body = metrics_render(m->srv))) {
 		code = MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
-	if (code != MHD_HTTP_OK) {
-		static const char text[] = "acrdnsd serves GET /metrics only\n";
+	if (probe && body) {
+		r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	} else if (code != MHD_HTTP_OK) {
+		static const char text[] = "acrdnsd serves GET /metrics, /health and /ready\n";
 		type = "text/plain; charset=utf-8";
 		r = MHD_create_response_from_buffer(sizeof(text) - 1, (void *)text, MHD_RESPMEM_PERSISTENT);
 	} else {

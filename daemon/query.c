@@ -13,6 +13,7 @@
 #include "audit.h"
 #include "listener.h"
 #include "log.h"
+#include "loopdetect.h"
 #include "nft.h"
 #include "query.h"
 #include "ratelimit.h"
@@ -636,7 +637,8 @@ bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_t
 	/* Anything unusual, limited or forwarded belongs to the main loop,
 	 * which counts it; here only what is answered is counted. */
 	if (wire_query_parse(msg, len, &q) != WIRE_Q_OK || s->rl || !access_allowed(s->cfg, &rt->peer) ||
-	    q.qclass != LDNS_RR_CLASS_IN || special_type_rcode(q.qtype))
+	    q.qclass != LDNS_RR_CLASS_IN || special_type_rcode(q.qtype) ||
+	    loopdetect_is_probe(q.qname, q.qname_len))
 		return false;
 	policy_decide(s->policy, q.qname, q.qname_len, &d);
 	/* Answers that feed the nftables sets are learned on the main loop. */
@@ -738,6 +740,12 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 
 	if (!screen(s, rt, &q, wire_query_parse(msg, len, &q)))
 		return;
+	if (loopdetect_is_probe(q.qname, q.qname_len)) {
+		/* Ours, whether or not this check sent it: never forwarded. */
+		loopdetect_arrived(s->loopdetect, q.qname, q.qname_len, &rt->peer);
+		reply_error(s, rt, &q, LDNS_RCODE_NXDOMAIN);
+		return;
+	}
 	policy_decide(s->policy, q.qname, q.qname_len, &d);
 	note_decision(s, rt, &q, &d, rule, sizeof(rule));
 	if (answer_decided(s, rt, &q, &d, rule))

@@ -18,6 +18,7 @@
 struct control;
 struct discovery;
 struct listener;
+struct loopdetect;
 struct metrics_http;
 struct nft;
 struct reload;
@@ -32,6 +33,7 @@ struct server {
 	struct cache *cache;
 	struct cache_ttl ttl;
 	struct upstreams *up;
+	struct loopdetect *loopdetect; /**< NULL in a worker's shadow: probes go to the main loop */
 	struct discovery *disc;
 	struct ratelimit *rl;         /**< NULL: no rate limit */
 	struct control *ctl;

@@ -19,7 +19,7 @@ const struct stats_field stats_fields[] = {
 	F(stale_served), F(servfail),
 	F(truncated), F(merged), F(upstream_sent), F(upstream_tcp), F(upstream_timeouts),
 	F(upstream_errors), F(upstream_bogus), F(tcp_refused), F(rate_limited),
-	F(inflight_full), F(send_errors),
+	F(inflight_full), F(send_errors), F(upstream_loops),
 	{ NULL, 0 },
 };
 #undef F

@@ -31,6 +31,7 @@ struct stats {
 	uint64_t rate_limited;
 	uint64_t inflight_full;       /**< SERVFAIL because UPSTREAM_MAX_INFLIGHT were waiting */
 	uint64_t send_errors;
+	uint64_t upstream_loops;      /**< upstream servers found to lead back to us */
 	uint64_t verdicts[2][STATS_VERDICTS]; /**< [udp, tcp][enum verdict]; not in stats_fields */
 };
 

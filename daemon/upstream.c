@@ -49,6 +49,17 @@ size_t upstream_count(const struct upstreams *u)
 	return u->sv.n;
 }
 
+void upstream_on_rebuild(struct upstreams *u, void (*fn)(void *arg), void *arg)
+{
+	u->sv.rebuilt = fn;
+	u->sv.rebuilt_arg = arg;
+}
+
+void upstream_drop(struct upstreams *u, const struct cfg_addr *addr)
+{
+	upstream_servers_drop(&u->sv, addr);
+}
+
 void upstream_each(const struct upstreams *u, upstream_each_cb cb, void *arg)
 {
 	for (size_t i = 0; i < u->sv.n; i++)

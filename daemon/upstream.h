@@ -59,6 +59,18 @@ int upstream_configure(struct upstreams *u, const struct config *cfg, char *err,
 /** @return number of usable servers. */
 size_t upstream_count(const struct upstreams *u);
 
+/**
+ * Call fn(arg) after every rebuild of the server list (start, reload, a
+ * file: list that changed), so that loop detection checks the new list.
+ */
+void upstream_on_rebuild(struct upstreams *u, void (*fn)(void *arg), void *arg);
+
+/**
+ * Stop using addr until the list is next rebuilt (it leads back to us).
+ * Questions waiting on it move on to the other servers at their next try.
+ */
+void upstream_drop(struct upstreams *u, const struct cfg_addr *addr);
+
 typedef void (*upstream_each_cb)(void *arg, const struct cfg_addr *addr,
 				 const struct upstream_counters *n);
 

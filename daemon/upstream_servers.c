@@ -20,11 +20,10 @@ const double upstream_rtt_bounds[UPSTREAM_RTT_BUCKETS] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 };
 
-/** Would sending to addr reach one of our own listeners? */
-static bool is_self(const struct upstream_servers *u, const struct cfg_addr *addr)
+bool upstream_is_self(const struct cfg_addr *listen, size_t n_listen, const struct cfg_addr *addr)
 {
-	for (size_t i = 0; i < u->n_self; i++) {
-		const struct cfg_addr *l = &u->self[i];
+	for (size_t i = 0; i < n_listen; i++) {
+		const struct cfg_addr *l = &listen[i];
 		if (config_addr_equal(l, addr))
 			return true;
 		if (l->ss.ss_family != addr->ss.ss_family)
@@ -42,6 +41,12 @@ static bool is_self(const struct upstream_servers *u, const struct cfg_addr *add
 		}
 	}
 	return false;
+}
+
+/** Would sending to addr reach one of our own listeners? */
+static bool is_self(const struct upstream_servers *u, const struct cfg_addr *addr)
+{
+	return upstream_is_self(u->self, u->n_self, addr);
 }
 
 int upstream_read_resolv(const char *path, struct cfg_addr **out)
@@ -134,10 +139,25 @@ static void rebuild(struct upstream_servers *u)
 	u->list = list;
 	u->n = n;
 	if (n == 0)
-		log_warn("no usable upstream server: every forwarded query gets SERVFAIL");
+		log_err("no usable upstream server: every forwarded query gets SERVFAIL");
 	for (size_t i = 0; i < n; i++) {
 		config_addr_str((const struct sockaddr *)&list[i].addr.ss, name, sizeof(name));
 		log_debug("upstream %s", name);
+	}
+	if (u->rebuilt)
+		u->rebuilt(u->rebuilt_arg);
+}
+
+void upstream_servers_drop(struct upstream_servers *u, const struct cfg_addr *addr)
+{
+	for (size_t i = 0; i < u->n; i++) {
+		if (!config_addr_equal(&u->list[i].addr, addr))
+			continue;
+		upstream_pool_free(u->list[i].pool);
+		memmove(&u->list[i], &u->list[i + 1], (u->n - i - 1) * sizeof(u->list[i]));
+		if (--u->n == 0)
+			log_err("no usable upstream server: every forwarded query gets SERVFAIL");
+		return;
 	}
 }
 

@@ -57,6 +57,8 @@ struct upstream_servers {
 	ev_stat *watch;
 	size_t n_watch;
 	struct upstream_pools pools;
+	void (*rebuilt)(void *arg);   /**< told after each rebuild (loop detection) */
+	void *rebuilt_arg;
 };
 
 void upstream_servers_init(struct upstream_servers *sv, struct server *srv);
@@ -70,6 +72,18 @@ void upstream_servers_cleanup(struct upstream_servers *sv);
  */
 int upstream_servers_configure(struct upstream_servers *sv, const struct config *cfg, char *err,
 			       size_t errlen);
+
+/**
+ * Stop using addr until the list is next rebuilt (it leads back to us).
+ * Questions waiting on it move on to the other servers at their next try.
+ */
+void upstream_servers_drop(struct upstream_servers *sv, const struct cfg_addr *addr);
+
+/**
+ * Would sending to addr reach one of the listen addresses (the same
+ * address and port, or loopback when listening on the wildcard)?
+ */
+bool upstream_is_self(const struct cfg_addr *listen, size_t n_listen, const struct cfg_addr *addr);
 
 /** @return the server at addr, or NULL: removed by a reload since. */
 struct upstream_server *upstream_server_of(struct upstream_servers *sv, const struct cfg_addr *a);

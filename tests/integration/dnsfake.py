@@ -52,12 +52,12 @@ class Query:
 
 
 class FakeUpstream:
-    def __init__(self, host="127.0.0.1"):
+    def __init__(self, host="127.0.0.1", port=0):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # One port for UDP and TCP: take a free UDP port, retry when its TCP twin is busy.
         for _ in range(50):
             self.udp = socket.socket(family, socket.SOCK_DGRAM)
-            self.udp.bind((host, 0))
+            self.udp.bind((host, port))
             self.port = self.udp.getsockname()[1]
             self.tcp = socket.socket(family, socket.SOCK_STREAM)
             self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

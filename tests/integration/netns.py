@@ -63,3 +63,30 @@ def veth(a, a_addr, b, b_addr, name):
             sh("ip", "addr", "add", addr, "dev", dev)
             sh("ip", "link", "set", dev, "up")
     return ha, hb
+
+
+def in_netns(ns, fn):
+    """Call fn() in a thread that has entered ns's network namespace, and
+    return what it returns: the sockets it opens live in ns, and stay usable
+    from any thread (Python 3.11 has no os.setns)."""
+    import ctypes
+    import threading
+    out = {}
+
+    def run():
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(f"/run/netns/{ns.name}") as f:
+            if libc.setns(f.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
+                out["err"] = OSError(ctypes.get_errno(), f"setns {ns.name}")
+                return
+        try:
+            out["val"] = fn()
+        except Exception as e:  # re-raised in the caller
+            out["err"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "err" in out:
+        raise out["err"]
+    return out["val"]
