@@ -85,6 +85,7 @@ log = {{ level = "debug"; }};
     assert line.startswith("<3>"), line           # err
     assert f"came back to acrdnsd from 127.0.0.1#" in line
     assert stat(tmp_path, "upstream_loops") == 1
+    assert "\nacrdns_upstream_loops_total 1\n" in ctl(tmp_path, "metrics").stdout
     status = ctl(tmp_path, "status").stdout
     assert f"upstream loop: {stub_name} leads back to acrdnsd; dropped" in status
     assert "upstream servers: 1\n" in status
