@@ -338,8 +338,12 @@ static int check_upstreams(const struct config *cfg)
 	fprintf(stderr, "%s:%d: no usable upstream server: ", cfg->path, cfg->upstreams[0].line);
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
 		if (cfg->upstreams[i].file) {
-			fprintf(stderr, "%sfile:%s has no nameserver but this daemon's own listeners",
-				i ? "; " : "", cfg->upstreams[i].file);
+			struct cfg_addr *a = NULL;
+			int n = upstream_read_resolv(cfg->upstreams[i].file, &a);
+			free(a);
+			fprintf(stderr, "%sfile:%s %s", i ? "; " : "", cfg->upstreams[i].file,
+				n < 0 ? "cannot be read" : n == 0 ? "names no nameserver"
+				: "names only this daemon's own listeners");
 		} else {
 			config_addr_str((const struct sockaddr *)&cfg->upstreams[i].addr.ss, buf, sizeof(buf));
 			fprintf(stderr, "%s%s is this daemon's own listener", i ? "; " : "", buf);

@@ -146,7 +146,8 @@ upstreams = [ "file:{resolv}" ];
 ''')
     r = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
     assert r.returncode != 0, r.stdout
-    assert f"{conf}:3: no usable upstream server" in r.stderr, r.stderr
+    assert f"{conf}:3: no usable upstream server: file:{resolv} names only this daemon's own " \
+        "listeners" in r.stderr, r.stderr
     assert "/run/systemd/resolve/resolv.conf" in r.stderr
     resolv.write_text("nameserver 127.0.0.1\nnameserver 192.0.2.53\n")
     r = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
