@@ -145,9 +145,40 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 	return rc;
 }
 
-static void check_loops(void *loopdetect)
+struct server_list {
+	struct cfg_addr *addrs;
+	size_t n;
+};
+
+static void collect_server(void *arg, const struct cfg_addr *addr, const struct upstream_counters *n)
 {
-	loopdetect_check(loopdetect);
+	struct server_list *l = arg;
+	(void)n;
+
+	struct cfg_addr *a = realloc(l->addrs, (l->n + 1) * sizeof(*a));
+	if (!a)
+		return;   /* one server unchecked; it is still used */
+	l->addrs = a;
+	a[l->n++] = *addr;
+}
+
+/** A server list was rebuilt: probe every server in use for loops. */
+static void check_loops(void *srv)
+{
+	struct server *s = srv;
+	struct server_list l = { NULL, 0 };
+
+	upstream_each(s->up, collect_server, &l);
+	loopdetect_check(s->loopdetect, l.addrs, l.n);
+	free(l.addrs);
+}
+
+/** loopdetect found a server that leads back to us. */
+static void drop_loop(void *srv, const struct cfg_addr *server)
+{
+	struct server *s = srv;
+
+	upstream_drop(s->up, server);
 }
 
 /** The one-line summary for systemd's STATUS=. */
@@ -578,12 +609,12 @@ int main(int argc, char **argv)
 	if (!(s->audit = audit_new(0)))
 		log_err("audit: out of memory; acrdnsctl audit will have nothing to show");
 	if (!(s->cache = cache_new(cfg->cache_size)) || !(s->up = upstream_new(s)) ||
-	    !(s->loopdetect = loopdetect_new(s))) {
+	    !(s->loopdetect = loopdetect_new(s, drop_loop, s))) {
 		log_err("out of memory at start-up");
 		return 1;
 	}
 	/* Every new upstream list (start, reload, a file: list changed) is checked for loops. */
-	upstream_on_rebuild(s->up, check_loops, s->loopdetect);
+	upstream_on_rebuild(s->up, check_loops, s);
 	unsigned n_workers = cfg->workers ? cfg->workers : workers_default();
 	listener_set_reuseport(n_workers > 1);
 	s->activated = listener_inherit() > 0;

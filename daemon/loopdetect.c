@@ -18,7 +18,6 @@
 #include "loopdetect.h"
 #include "random.h"
 #include "server.h"
-#include "upstream.h"
 #include "wire.h"
 
 #define TOKEN_LEN 16          /* hex digits in a probe's first label: 64 random bits */
@@ -44,6 +43,8 @@ struct loopdetect {
 	struct probe *probes;
 	size_t n;
 	bool first_done;          /**< the first check since start is over */
+	loopdetect_found_fn found;
+	void *found_arg;
 };
 
 static const uint8_t suffix_wire[] = "\013acrdns-loop\004test";  /* with the terminating 0 */
@@ -65,13 +66,15 @@ bool loopdetect_is_probe(const uint8_t *qname, size_t len)
 	return false;
 }
 
-struct loopdetect *loopdetect_new(struct server *s)
+struct loopdetect *loopdetect_new(struct server *s, loopdetect_found_fn found, void *arg)
 {
 	struct loopdetect *ld = calloc(1, sizeof(*ld));
 
 	if (!ld)
 		return NULL;
 	ld->srv = s;
+	ld->found = found;
+	ld->found_arg = arg;
 	ld->fd4 = ld->fd6 = -1;
 	return ld;
 }
@@ -203,50 +206,39 @@ static size_t build(const struct probe *p, uint8_t *out)
 	return len + 4;
 }
 
-struct collect {
-	struct cfg_addr *addrs;
-	size_t n;
-	bool oom;
-};
-
-static void collect_cb(void *arg, const struct cfg_addr *addr, const struct upstream_counters *n)
+/** Is addr the server of one of the first n probes? */
+static bool probed(const struct loopdetect *ld, const struct cfg_addr *addr)
 {
-	struct collect *c = arg;
-	(void)n;
-
-	struct cfg_addr *a = realloc(c->addrs, (c->n + 1) * sizeof(*a));
-	if (!a) {
-		c->oom = true;
-		return;
-	}
-	c->addrs = a;
-	a[c->n++] = *addr;
+	for (size_t i = 0; i < ld->n; i++)
+		if (config_addr_equal(&ld->probes[i].server, addr))
+			return true;
+	return false;
 }
 
-void loopdetect_check(struct loopdetect *ld)
+void loopdetect_check(struct loopdetect *ld, const struct cfg_addr *servers, size_t n)
 {
-	struct collect c = { 0 };
 	uint8_t msg[WIRE_HDR + 1 + TOKEN_LEN + sizeof(suffix_wire) + 4];
 	char name[64];
 
 	if (!ld)
 		return;
-	upstream_each(ld->srv->up, collect_cb, &c);
 	free(ld->probes);
 	ld->probes = NULL;
 	ld->n = 0;
 	ev_timer_stop(ld->srv->loop, &ld->wait);
-	if (c.oom || (c.n && !(ld->probes = calloc(c.n, sizeof(*ld->probes))))) {
+	if (n && !(ld->probes = calloc(n, sizeof(*ld->probes)))) {
 		log_warn("loop detection: out of memory; upstream servers not checked");
-		free(c.addrs);
 		ld->first_done = true;
 		return;
 	}
-	for (size_t i = 0; i < c.n; i++) {
+	for (size_t i = 0; i < n; i++) {
+		if (probed(ld, &servers[i]))
+			continue;   /* in two zones' sets: one probe says it for both */
 		struct probe *p = &ld->probes[ld->n];
-		int fd = socket_for(ld, c.addrs[i].ss.ss_family);
-		config_addr_str((const struct sockaddr *)&c.addrs[i].ss, name, sizeof(name));
-		p->server = c.addrs[i];
+		int fd = socket_for(ld, servers[i].ss.ss_family);
+		config_addr_str((const struct sockaddr *)&servers[i].ss, name, sizeof(name));
+		memset(p, 0, sizeof(*p));
+		p->server = servers[i];
 		for (size_t k = 0; k < TOKEN_LEN; k++)
 			p->token[k] = "0123456789abcdef"[random_uniform(16)];
 		p->id = (uint16_t)random_uniform(65536);
@@ -260,7 +252,6 @@ void loopdetect_check(struct loopdetect *ld)
 		log_debug("loop detection: probe %s.%s sent to %s", p->token, LOOPDETECT_SUFFIX, name);
 		ld->n++;
 	}
-	free(c.addrs);
 	if (ld->n == 0) {
 		ld->first_done = true;
 		return;
@@ -289,7 +280,8 @@ bool loopdetect_arrived(struct loopdetect *ld, const uint8_t *qname, size_t len,
 		"(acrdnsd -> %s -> ... -> %s -> acrdnsd); dropped until the upstream list changes. "
 		"Forward to the real servers instead (with systemd-resolved: "
 		"file:/run/systemd/resolve/resolv.conf)", server, server, from, from);
-	upstream_drop(ld->srv->up, &p->server);
+	if (ld->found)
+		ld->found(ld->found_arg, &p->server);
 	maybe_done(ld);
 	return true;
 }

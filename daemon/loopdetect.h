@@ -17,8 +17,9 @@
  * The query path only recognises the suffix (loopdetect_is_probe) and
  * reports arrivals (loopdetect_arrived); names under it are answered
  * NXDOMAIN locally and never forwarded.  The probe is addressed to one
- * server, not to a set, so the same check covers per-zone servers later:
- * loopdetect_check walks what upstream_each() reports.
+ * server, not to a set: the owner hands loopdetect_check() every server
+ * of every set, and is told of each loop found through the callback given
+ * to loopdetect_new(), so this module never names upstream.
  */
 #ifndef ACRDNS_LOOPDETECT_H
 #define ACRDNS_LOOPDETECT_H
@@ -44,18 +45,24 @@ struct loopdetect;
 /** Seconds a check waits for its probes before calling the silent servers no loop. */
 #define LOOPDETECT_WAIT 2.0
 
-/** @return the loop detector (no socket open yet), or NULL when out of memory. */
-struct loopdetect *loopdetect_new(struct server *s);
+/** Told that server leads back to us: stop using it until its list is rebuilt. */
+typedef void (*loopdetect_found_fn)(void *arg, const struct cfg_addr *server);
+
+/**
+ * @param found told of each loop found
+ * @return the loop detector (no socket open yet), or NULL when out of memory
+ */
+struct loopdetect *loopdetect_new(struct server *s, loopdetect_found_fn found, void *arg);
 
 /** Close its sockets and free; NULL is allowed. */
 void loopdetect_free(struct loopdetect *ld);
 
 /**
- * Start a check of every server upstream_each() reports: forget the last
- * check's loops and probes, and send each server a fresh probe.  Called
- * whenever the upstream list was rebuilt.
+ * Start a check of servers: forget the last check's loops and probes, and
+ * send each server (once, however many sets hold it) a fresh probe.
+ * Called whenever an upstream list was rebuilt.
  */
-void loopdetect_check(struct loopdetect *ld);
+void loopdetect_check(struct loopdetect *ld, const struct cfg_addr *servers, size_t n);
 
 /**
  * @param qname a wire name (as wire_query_parse gives it)
@@ -66,7 +73,8 @@ bool loopdetect_is_probe(const uint8_t *qname, size_t len);
 
 /**
  * A probe name reached one of our listeners from peer.  When it is one
- * this check sent, its server is a loop: dropped, logged and counted.
+ * this check sent, its server is a loop: logged, counted and handed to
+ * the found callback.
  * @return true when it was a current probe
  */
 bool loopdetect_arrived(struct loopdetect *ld, const uint8_t *qname, size_t len,
