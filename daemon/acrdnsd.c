@@ -150,9 +150,11 @@ struct server_list {
 	size_t n;
 };
 
-static void collect_server(void *arg, const struct cfg_addr *addr, const struct upstream_counters *n)
+static void collect_server(void *arg, const char *zone, const struct cfg_addr *addr,
+			   const struct upstream_counters *n)
 {
 	struct server_list *l = arg;
+	(void)zone;
 	(void)n;
 
 	struct cfg_addr *a = realloc(l->addrs, (l->n + 1) * sizeof(*a));
@@ -344,45 +346,78 @@ static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 }
 
 /**
- * The daemon would start with no upstream server at all: every file: list
- * is empty or names only our own listeners.  Said as file:line of the
- * first `upstreams` entry, with what each entry gave.
+ * One server list (`upstreams`, or a forward zone's) would start with no
+ * server at all: every file: list is empty or names only our own
+ * listeners.  Said as file:line of its first entry, with what each entry
+ * gave.
+ * @param zone NULL for `upstreams`
  * @return 0, or -1 after printing the error
  */
-static int check_upstreams(const struct config *cfg)
+static int check_upstream_list(const struct config *cfg, const struct cfg_upstream *list, size_t n_list,
+			       const char *zone)
 {
 	size_t usable = 0;
 	char buf[64];
 
-	for (size_t i = 0; i < cfg->n_upstreams; i++) {
+	for (size_t i = 0; i < n_list; i++) {
 		struct cfg_addr *a = NULL;
 		int n = 1;
-		if (cfg->upstreams[i].file)
-			n = upstream_read_resolv(cfg->upstreams[i].file, &a);
+		if (list[i].file)
+			n = upstream_read_resolv(list[i].file, &a);
 		for (int j = 0; j < n; j++)
-			usable += !upstream_is_self(cfg->listen, cfg->n_listen,
-						    a ? &a[j] : &cfg->upstreams[i].addr);
+			usable += !upstream_is_self(cfg->listen, cfg->n_listen, a ? &a[j] : &list[i].addr);
 		free(a);
 	}
-	if (usable || cfg->n_upstreams == 0)
+	if (usable || n_list == 0)
 		return 0;
-	fprintf(stderr, "%s:%d: no usable upstream server: ", cfg->path, cfg->upstreams[0].line);
-	for (size_t i = 0; i < cfg->n_upstreams; i++) {
-		if (cfg->upstreams[i].file) {
+	fprintf(stderr, "%s:%d: no usable upstream server%s%s: ", cfg->path, list[0].line,
+		zone ? " for forward zone " : "", zone ? zone : "");
+	for (size_t i = 0; i < n_list; i++) {
+		if (list[i].file) {
 			struct cfg_addr *a = NULL;
-			int n = upstream_read_resolv(cfg->upstreams[i].file, &a);
+			int n = upstream_read_resolv(list[i].file, &a);
 			free(a);
-			fprintf(stderr, "%sfile:%s %s", i ? "; " : "", cfg->upstreams[i].file,
+			fprintf(stderr, "%sfile:%s %s", i ? "; " : "", list[i].file,
 				n < 0 ? "cannot be read" : n == 0 ? "names no nameserver"
 				: "names only this daemon's own listeners");
 		} else {
-			config_addr_str((const struct sockaddr *)&cfg->upstreams[i].addr.ss, buf, sizeof(buf));
+			config_addr_str((const struct sockaddr *)&list[i].addr.ss, buf, sizeof(buf));
 			fprintf(stderr, "%s%s is this daemon's own listener", i ? "; " : "", buf);
 		}
 	}
 	fprintf(stderr, ". Name the real DNS servers (with systemd-resolved: "
 		"\"file:/run/systemd/resolve/resolv.conf\"); see acrdnsd(8), THE HOST'S RESOLVER\n");
 	return -1;
+}
+
+/** `upstreams` and every forward zone each have a usable server.  @return 0, or -1 */
+static int check_upstreams(const struct config *cfg)
+{
+	int rc = check_upstream_list(cfg, cfg->upstreams, cfg->n_upstreams, NULL);
+
+	for (size_t i = 0; i < cfg->n_forward; i++)
+		if (check_upstream_list(cfg, cfg->forward[i].upstreams, cfg->forward[i].n_upstreams,
+					cfg->forward[i].name) < 0)
+			rc = -1;
+	return rc;
+}
+
+/** One server list as -t and --explain print it: "10.1.0.4#53, file:/etc/resolv.conf (2 nameservers now)". */
+static void print_upstream_list(const struct cfg_upstream *list, size_t n)
+{
+	char buf[64];
+
+	for (size_t i = 0; i < n; i++) {
+		if (list[i].file) {
+			struct cfg_addr *a;
+			int k = upstream_read_resolv(list[i].file, &a);
+			printf("%sfile:%s (%d nameservers now)", i ? ", " : "", list[i].file, k < 0 ? 0 : k);
+			free(a);
+		} else {
+			config_addr_str((const struct sockaddr *)&list[i].addr.ss, buf, sizeof(buf));
+			printf("%s%s", i ? ", " : "", buf);
+		}
+	}
 }
 
 static void print_summary(const struct config *cfg, const struct policy *p)
@@ -400,15 +435,14 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 		printf("listen: %s (udp, tcp)\n", buf);
 	}
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
-		if (cfg->upstreams[i].file) {
-			struct cfg_addr *a;
-			int n = upstream_read_resolv(cfg->upstreams[i].file, &a);
-			printf("upstream: file:%s (%d nameservers now)\n", cfg->upstreams[i].file, n < 0 ? 0 : n);
-			free(a);
-		} else {
-			config_addr_str((const struct sockaddr *)&cfg->upstreams[i].addr.ss, buf, sizeof(buf));
-			printf("upstream: %s\n", buf);
-		}
+		printf("upstream: ");
+		print_upstream_list(&cfg->upstreams[i], 1);
+		printf("\n");
+	}
+	for (size_t i = 0; i < cfg->n_forward; i++) {
+		printf("forward: %s and below to ", cfg->forward[i].name);
+		print_upstream_list(cfg->forward[i].upstreams, cfg->forward[i].n_upstreams);
+		printf("\n");
 	}
 	for (size_t i = 0; i < p->n_files; i++)
 		printf("rules: %s: %zu rules\n", p->files[i], p->file_counts[i]);
@@ -472,7 +506,7 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 	}
 }
 
-static int explain(const struct policy *p, const char *text)
+static int explain(const struct config *cfg, const struct policy *p, const char *text)
 {
 	uint8_t name[WIRE_NAME_MAX + 1];
 	char rule[400], shown[WIRE_NAME_STRLEN];
@@ -493,6 +527,15 @@ static int explain(const struct policy *p, const char *text)
 			   : d.verdict == VERDICT_ALLOW ? "allowed: forwarded, answer trusted whole"
 			   : "forwarded: CNAME targets checked against deny rules";
 	printf("%s %s\n  %s\n  rule: %s\n", shown, policy_verdict_name(d.verdict), what, rule);
+	if (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS) {
+		const struct cfg_forward *f = config_forward_find(cfg, name, (size_t)len);
+		printf("  upstreams: zone %s: ", f ? f->name : ".");
+		if (f)
+			print_upstream_list(f->upstreams, f->n_upstreams);
+		else
+			print_upstream_list(cfg->upstreams, cfg->n_upstreams);
+		printf("\n");
+	}
 	return 0;
 }
 
@@ -589,7 +632,7 @@ int main(int argc, char **argv)
 	}
 	if (test || explain_name) {
 		int rc = test ? (print_summary(cfg, policy), check_upstreams(cfg) < 0 ? 1 : 0)
-			      : explain(policy, explain_name);
+			      : explain(cfg, policy, explain_name);
 		policy_free(policy);
 		discovery_free(s->disc);
 		config_free(cfg);

@@ -26,14 +26,14 @@ const char *const config_keys[] = {
 	"listen", "access", "upstreams", "mode", "deny_response", "deny_ttl",
 	"rules", "allow", "deny", "local", "registries", "cache", "state_dir",
 	"control_socket", "log", "rate_limit", "tcp", "user", "group", "metrics_listen",
-	"nftables", "workers", "audit",
+	"nftables", "workers", "audit", "forward",
 	/* groups' members, as "group.key" */
 	"rate_limit.qps", "rate_limit.burst", "rate_limit.action", "rate_limit.exempt",
 	"tcp.max_connections", "tcp.max_per_client", "tcp.idle_timeout",
 	"cache.size", "cache.min_ttl", "cache.max_ttl", "cache.negative_ttl",
 	"cache.stale_ttl", "log.level", "log.queries", "log.format",
 	"nftables.table", "nftables.set4", "nftables.set6", "nftables.grace",
-	"local.name", "local.addresses", "local.ttl",
+	"local.name", "local.addresses", "local.ttl", "forward.zone", "forward.upstreams",
 	"registries.login_server", "registries.data_endpoints", "registries.discovery",
 	"discovery.source", "discovery.path", "discovery.command", "discovery.interval",
 	"discovery.timeout", "discovery.resource_id", "discovery.arm_endpoint",
@@ -339,18 +339,20 @@ static int load_nets(struct loader *ld, const config_setting_t *s, struct cfg_ne
 	return rc;
 }
 
-static int load_upstreams(struct loader *ld, struct config *cfg, const config_setting_t *s)
+/** A list of upstreams: address[:port] or file:PATH each. */
+static int load_upstream_list(struct loader *ld, const config_setting_t *s, const char *what,
+			      struct cfg_upstream **out, size_t *count)
 {
 	struct cfg_str *list = NULL;
 	size_t n = 0;
 	int rc = get_str_list(ld, s, &list, &n);
 
 	if (rc == 0 && n == 0)
-		rc = fail(ld, s, "'upstreams' needs at least one server");
-	if (rc == 0 && !(cfg->upstreams = xcalloc(n, sizeof(*cfg->upstreams))))
+		rc = fail(ld, s, "'%s' needs at least one server", what);
+	if (rc == 0 && !(*out = xcalloc(n, sizeof(**out))))
 		rc = fail(ld, s, "out of memory");
 	for (size_t i = 0; rc == 0 && i < n; i++) {
-		struct cfg_upstream *u = &cfg->upstreams[i];
+		struct cfg_upstream *u = &(*out)[i];
 		u->line = list[i].line;
 		if (strncmp(list[i].s, "file:", 5) == 0) {
 			if (list[i].s[5] == '\0')
@@ -365,11 +367,81 @@ static int load_upstreams(struct loader *ld, struct config *cfg, const config_se
 	}
 	/* Found by fuzz_config: with no array, a count would make
 	 * config_free() walk a NULL pointer. */
-	cfg->n_upstreams = cfg->upstreams ? n : 0;
+	*count = *out ? n : 0;
 	for (size_t i = 0; i < n; i++)
 		free(list[i].s);
 	free(list);
 	return rc;
+}
+
+static int load_upstreams(struct loader *ld, struct config *cfg, const config_setting_t *s)
+{
+	return load_upstream_list(ld, s, "upstreams", &cfg->upstreams, &cfg->n_upstreams);
+}
+
+/** forward = ( { zone = "..."; upstreams = [ ... ]; }, ... ) */
+static int load_forward(struct loader *ld, struct config *cfg, const config_setting_t *list)
+{
+	static const char *const keys[] = { "zone", "upstreams", NULL };
+	static const char shape[] = "( { zone = \"privatelink.azurecr.io\"; upstreams = [ \"10.1.0.4\" ]; }, ... )";
+	int n;
+
+	if (!config_setting_is_list(list) && !config_setting_is_array(list))
+		return fail(ld, list, "'forward' must be a list %s", shape);
+	n = config_setting_length(list);
+	if (!(cfg->forward = xcalloc((size_t)n, sizeof(*cfg->forward))))
+		return fail(ld, list, "out of memory");
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+		struct cfg_forward *f = &cfg->forward[i];
+		const config_setting_t *s;
+		const char *zone;
+		char shown[WIRE_NAME_STRLEN];
+		cfg->n_forward = (size_t)i + 1;
+
+		if (!config_setting_is_group(g))
+			return fail(ld, g, "each 'forward' entry must be a group { zone = ...; upstreams = [...]; }");
+		if (check_keys(ld, g, "forward", keys) < 0)
+			return -1;
+		f->line = config_setting_source_line(g);
+		if (!(s = config_setting_get_member(g, "zone")))
+			return fail(ld, g, "'forward' entry needs a 'zone', e.g. \"privatelink.azurecr.io\"");
+		if (get_string(ld, s, &zone) < 0)
+			return -1;
+		if ((f->zone_len = wire_name_from_str(zone, f->zone)) < 0 || strchr(zone, '*'))
+			return fail(ld, s, "zone '%s' is not a domain name (a zone holds itself and every "
+				    "name below it: no wildcard)", zone);
+		if (f->zone_len == 1)
+			return fail(ld, s, "zone '.' is what 'upstreams' serves; name a zone below it");
+		for (int j = 0; j < i; j++)
+			if (cfg->forward[j].zone_len == f->zone_len &&
+			    memcmp(cfg->forward[j].zone, f->zone, (size_t)f->zone_len) == 0)
+				return fail(ld, s, "zone '%s' is already forwarded (line %d)", zone,
+					    cfg->forward[j].line);
+		wire_name_str(f->zone, shown);
+		shown[strlen(shown) - 1] = '\0';   /* no trailing dot: as users write zones */
+		if (!(f->name = xstrdup(shown)))
+			return fail(ld, s, "out of memory");
+		if (!(s = config_setting_get_member(g, "upstreams")))
+			return fail(ld, g, "'forward' entry for zone '%s' needs 'upstreams'", zone);
+		if (load_upstream_list(ld, s, "upstreams", &f->upstreams, &f->n_upstreams) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+const struct cfg_forward *config_forward_find(const struct config *cfg, const uint8_t *name, size_t len)
+{
+	const struct cfg_forward *best = NULL;
+
+	/* Zones that hold a name are suffixes of it: the longest is the most specific. */
+	for (size_t i = 0; i < cfg->n_forward; i++) {
+		const struct cfg_forward *f = &cfg->forward[i];
+		if ((!best || f->zone_len > best->zone_len) &&
+		    wire_name_under(name, len, f->zone, (size_t)f->zone_len))
+			best = f;
+	}
+	return best;
 }
 
 static int load_enum(struct loader *ld, const config_setting_t *s, const char *const *names,
@@ -888,6 +960,8 @@ static int load_root(struct loader *ld, struct config *cfg, const config_setting
 		return fail(ld, root, "'upstreams' is missing: name at least one DNS server");
 	if (load_upstreams(ld, cfg, s) < 0)
 		return -1;
+	if ((s = config_setting_get_member(root, "forward")) && load_forward(ld, cfg, s) < 0)
+		return -1;
 	if ((s = config_setting_get_member(root, "mode"))) {
 		if (load_enum(ld, s, modes, &e) < 0)
 			return -1;
@@ -1056,6 +1130,13 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_upstreams; i++)
 		free(cfg->upstreams[i].file);
 	free(cfg->upstreams);
+	for (size_t i = 0; i < cfg->n_forward; i++) {
+		for (size_t j = 0; j < cfg->forward[i].n_upstreams; j++)
+			free(cfg->forward[i].upstreams[j].file);
+		free(cfg->forward[i].upstreams);
+		free(cfg->forward[i].name);
+	}
+	free(cfg->forward);
 	free_strs(cfg->rules, cfg->n_rules);
 	free_strs(cfg->allow, cfg->n_allow);
 	free_strs(cfg->deny, cfg->n_deny);

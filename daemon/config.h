@@ -41,6 +41,16 @@ struct cfg_upstream {
 	int line;
 };
 
+/** forward = ( { zone; upstreams; } ): a zone and the servers that answer for it. */
+struct cfg_forward {
+	uint8_t zone[256];     /**< lowercase wire name */
+	int zone_len;
+	char *name;            /**< as shown: "privatelink.azurecr.io", no trailing dot */
+	struct cfg_upstream *upstreams;
+	size_t n_upstreams;
+	int line;
+};
+
 struct cfg_local {
 	uint8_t name[256];
 	int name_len;
@@ -98,6 +108,8 @@ struct config {
 	size_t n_access;
 	struct cfg_upstream *upstreams;
 	size_t n_upstreams;
+	struct cfg_forward *forward;  /**< per-zone upstreams, in file order */
+	size_t n_forward;
 	enum cfg_mode mode;
 	bool audit;                   /**< roll-out: deny nothing, log and count what would be */
 	enum cfg_deny_response deny_response;
@@ -146,6 +158,14 @@ struct config *config_load(const char *path, char *err, size_t errlen);
 
 /** Free a configuration from config_load; NULL is allowed. */
 void config_free(struct config *cfg);
+
+/**
+ * The forward zone a name goes to: the most specific zone that holds it,
+ * matched label by label on wire names.
+ * @param name lowercase or not; an uncompressed wire name of len bytes
+ * @return the zone, or NULL: the name goes to `upstreams`
+ */
+const struct cfg_forward *config_forward_find(const struct config *cfg, const uint8_t *name, size_t len);
 
 /**
  * Parse "addr", "addr:port", "[v6]" or "[v6]:port".

@@ -140,6 +140,15 @@ static char *status(struct server *s, bool json)
 			"tcp_connections", (json_int_t)s->tcp_conns);
 		struct status_loops x = { json_array(), NULL };
 		loopdetect_each_loop(s->loopdetect, put_loop, &x);
+		json_t *zones = json_object();
+		for (size_t i = 0; zones && i < cfg->n_forward; i++)
+			json_object_set_new(zones, cfg->forward[i].name,
+					    json_integer((json_int_t)upstream_zone_count(s->up, cfg->forward[i].zone,
+											 (size_t)cfg->forward[i].zone_len)));
+		if (o && zones)
+			json_object_set_new(o, "forward", zones);
+		else
+			json_decref(zones);
 		if (o) {
 			json_object_set_new(o, "upstream_loops", x.arr ? x.arr : json_array());
 			json_object_set_new(o, "ready", json_boolean(ready));
@@ -161,6 +170,12 @@ static char *status(struct server *s, bool json)
 	    s->policy->n_registries, upstream_count(s->up), cache_entries(s->cache),
 	    cache_bytes(s->cache), cfg->cache_size, upstream_inflight(s->up), sockets, idle,
 	    s->tcp_conns);
+	for (size_t i = 0; i < cfg->n_forward; i++) {
+		const struct cfg_forward *f = &cfg->forward[i];
+		size_t n = upstream_zone_count(s->up, f->zone, (size_t)f->zone_len);
+		text_put(&t, "forward zone %s: %zu upstream servers%s\n", f->name, n,
+			 n ? "" : " (none usable: its names get SERVFAIL or stale answers)");
+	}
 	struct status_loops x = { NULL, &t };
 	loopdetect_each_loop(s->loopdetect, put_loop, &x);
 	if (upstream_count(s->up) == 0)
@@ -261,6 +276,29 @@ static char *endpoints(struct server *s, bool json)
 	return t.buf;
 }
 
+struct route_list {
+	json_t *arr;     /**< JSON: the array to fill */
+	struct text *t;  /**< text: the line to extend */
+	size_t n;
+};
+
+/** One server a name would go to. */
+static void put_route(void *arg, const char *zone, const struct cfg_addr *addr,
+		      const struct upstream_counters *n)
+{
+	struct route_list *r = arg;
+	char a[64];
+	(void)zone;
+	(void)n;
+
+	config_addr_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
+	if (r->arr)
+		json_array_append_new(r->arr, json_string(a));
+	else
+		text_put(r->t, "%s%s", r->n ? ", " : "", a);
+	r->n++;
+}
+
 static char *explain(struct server *s, const char *name, bool json)
 {
 	uint8_t wire[WIRE_NAME_MAX + 1];
@@ -273,11 +311,29 @@ static char *explain(struct server *s, const char *name, bool json)
 	policy_decide(s->policy, wire, (size_t)len, &d);
 	policy_describe(s->policy, &d, rule, sizeof(rule));
 	wire_name_str(wire, shown);
-	if (json)
-		return json_answer(json_pack("{s:s,s:s,s:s}", "name", shown, "verdict",
-					     policy_verdict_name(d.verdict), "rule", rule));
+	/* Denied and local names go nowhere: the policy decides first. */
+	bool forwarded = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS;
+	if (json) {
+		json_t *o = json_pack("{s:s,s:s,s:s}", "name", shown, "verdict",
+				      policy_verdict_name(d.verdict), "rule", rule);
+		struct route_list r = { json_array(), NULL, 0 };
+		const char *zone = upstream_route(s->up, wire, (size_t)len, r.arr ? put_route : NULL, &r);
+		if (o && r.arr && forwarded) {
+			json_object_set_new(o, "zone", json_string(zone));
+			json_object_set_new(o, "upstreams", r.arr);
+		} else {
+			json_decref(r.arr);
+		}
+		return json_answer(o);
+	}
 	struct text t = { 0 };
 	text_put(&t, "%s %s\n  rule: %s\n", shown, policy_verdict_name(d.verdict), rule);
+	if (forwarded) {
+		struct route_list r = { NULL, &t, 0 };
+		text_put(&t, "  upstreams: zone %s: ", upstream_route(s->up, wire, (size_t)len, NULL, NULL));
+		upstream_route(s->up, wire, (size_t)len, put_route, &r);
+		text_put(&t, "%s\n", r.n ? "" : "none usable: SERVFAIL or stale");
+	}
 	return t.buf;
 }
 

@@ -57,36 +57,47 @@ static void head(struct text *o, const char *name, const char *type, const char 
 	text_put(o, "# HELP acrdns_%s %s\n# TYPE acrdns_%s %s\n", name, help, name, type);
 }
 
-static void upstream_metric(void *arg, const struct cfg_addr *addr, const struct upstream_counters *n)
+/** The labels of one upstream server: upstream="ADDR#PORT",zone="ZONE" ("." for `upstreams`). */
+static char *server_labels(const char *zone, const struct cfg_addr *addr, char *buf, size_t len)
 {
-	struct text *o = arg;
-	char a[64], l[160];
+	char a[64], la[160], lz[WIRE_NAME_STRLEN * 2];
 
 	config_addr_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
-	label(a, l, sizeof(l));
-	text_put(o, "acrdns_upstream_queries_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->sent);
-	text_put(o, "acrdns_upstream_replies_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->replies);
-	text_put(o, "acrdns_upstream_timeouts_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->timeouts);
-	text_put(o, "acrdns_upstream_errors_total{upstream=\"%s\"} %" PRIu64 "\n", l, n->errors);
+	snprintf(buf, len, "upstream=\"%s\",zone=\"%s\"", label(a, la, sizeof(la)),
+		 label(zone, lz, sizeof(lz)));
+	return buf;
 }
 
-static void upstream_histogram(void *arg, const struct cfg_addr *addr, const struct upstream_counters *n)
+static void upstream_metric(void *arg, const char *zone, const struct cfg_addr *addr,
+			    const struct upstream_counters *n)
 {
 	struct text *o = arg;
-	char a[64], l[160];
+	char l[WIRE_NAME_STRLEN * 2 + 256];
+
+	server_labels(zone, addr, l, sizeof(l));
+	text_put(o, "acrdns_upstream_queries_total{%s} %" PRIu64 "\n", l, n->sent);
+	text_put(o, "acrdns_upstream_replies_total{%s} %" PRIu64 "\n", l, n->replies);
+	text_put(o, "acrdns_upstream_timeouts_total{%s} %" PRIu64 "\n", l, n->timeouts);
+	text_put(o, "acrdns_upstream_errors_total{%s} %" PRIu64 "\n", l, n->errors);
+}
+
+static void upstream_histogram(void *arg, const char *zone, const struct cfg_addr *addr,
+			       const struct upstream_counters *n)
+{
+	struct text *o = arg;
+	char l[WIRE_NAME_STRLEN * 2 + 256];
 	uint64_t sum = 0;
 
-	config_addr_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
-	label(a, l, sizeof(l));
+	server_labels(zone, addr, l, sizeof(l));
 	for (int b = 0; b < UPSTREAM_RTT_BUCKETS; b++) {
 		sum += n->rtt_buckets[b];
-		text_put(o, "acrdns_upstream_rtt_seconds_bucket{upstream=\"%s\",le=\"%g\"} %" PRIu64 "\n", l,
+		text_put(o, "acrdns_upstream_rtt_seconds_bucket{%s,le=\"%g\"} %" PRIu64 "\n", l,
 		    upstream_rtt_bounds[b], sum);
 	}
 	sum += n->rtt_buckets[UPSTREAM_RTT_BUCKETS];
-	text_put(o, "acrdns_upstream_rtt_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", l, sum);
-	text_put(o, "acrdns_upstream_rtt_seconds_sum{upstream=\"%s\"} %.6f\n", l, n->rtt_sum);
-	text_put(o, "acrdns_upstream_rtt_seconds_count{upstream=\"%s\"} %" PRIu64 "\n", l, sum);
+	text_put(o, "acrdns_upstream_rtt_seconds_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n", l, sum);
+	text_put(o, "acrdns_upstream_rtt_seconds_sum{%s} %.6f\n", l, n->rtt_sum);
+	text_put(o, "acrdns_upstream_rtt_seconds_count{%s} %" PRIu64 "\n", l, sum);
 }
 
 struct disc_pass {

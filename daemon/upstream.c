@@ -15,6 +15,7 @@
 #include "server.h"
 #include "upstream.h"
 #include "upstream_attempt.h"
+#include "upstream_set.h"
 #include "upstream_table.h"
 
 #define MAX_ATTEMPTS 8
@@ -22,6 +23,7 @@
 struct inflight {
 	struct upstream_question q;   /**< first: the table holds it by this */
 	struct upstreams *u;
+	struct upstream_set *set;     /**< the zone's servers, chosen at the start; held */
 	upstream_done_fn done;
 	void *arg;
 	void *waiters;                /**< the owner's, never read here */
@@ -33,7 +35,7 @@ struct inflight {
 
 struct upstreams {
 	struct server *srv;
-	struct upstream_servers sv;
+	struct upstream_sets sets;
 	struct upstream_table table;
 };
 
@@ -41,29 +43,47 @@ struct upstreams {
 
 int upstream_configure(struct upstreams *u, const struct config *cfg, char *err, size_t errlen)
 {
-	return upstream_servers_configure(&u->sv, cfg, err, errlen);
+	return upstream_sets_configure(&u->sets, cfg, err, errlen);
 }
 
 size_t upstream_count(const struct upstreams *u)
 {
-	return u->sv.n;
+	return u->sets.list[0]->sv.n;
+}
+
+size_t upstream_zone_count(const struct upstreams *u, const uint8_t *name, size_t len)
+{
+	return upstream_sets_find(&u->sets, name, len)->sv.n;
 }
 
 void upstream_on_rebuild(struct upstreams *u, void (*fn)(void *arg), void *arg)
 {
-	u->sv.rebuilt = fn;
-	u->sv.rebuilt_arg = arg;
+	u->sets.rebuilt = fn;
+	u->sets.rebuilt_arg = arg;
 }
 
 void upstream_drop(struct upstreams *u, const struct cfg_addr *addr)
 {
-	upstream_servers_drop(&u->sv, addr);
+	upstream_sets_drop(&u->sets, addr);
 }
 
 void upstream_each(const struct upstreams *u, upstream_each_cb cb, void *arg)
 {
-	for (size_t i = 0; i < u->sv.n; i++)
-		cb(arg, &u->sv.list[i].addr, &u->sv.list[i].n);
+	for (size_t i = 0; i < u->sets.n; i++) {
+		const struct upstream_set *set = u->sets.list[i];
+		for (size_t j = 0; j < set->sv.n; j++)
+			cb(arg, set->name, &set->sv.list[j].addr, &set->sv.list[j].n);
+	}
+}
+
+const char *upstream_route(const struct upstreams *u, const uint8_t *name, size_t len,
+			   upstream_each_cb cb, void *arg)
+{
+	const struct upstream_set *set = upstream_sets_find(&u->sets, name, len);
+
+	for (size_t j = 0; cb && j < set->sv.n; j++)
+		cb(arg, set->name, &set->sv.list[j].addr, &set->sv.list[j].n);
+	return set->name;
 }
 
 size_t upstream_inflight(const struct upstreams *u)
@@ -73,10 +93,16 @@ size_t upstream_inflight(const struct upstreams *u)
 
 size_t upstream_sockets(const struct upstreams *u, size_t *idle)
 {
+	size_t open = 0;
+
 	*idle = 0;
-	for (size_t i = 0; i < u->sv.n; i++)
-		*idle += upstream_pool_idle(u->sv.list[i].pool);
-	return u->sv.pools.n_sockets;
+	for (size_t i = 0; i < u->sets.n; i++) {
+		const struct upstream_servers *sv = &u->sets.list[i]->sv;
+		for (size_t j = 0; j < sv->n; j++)
+			*idle += upstream_pool_idle(sv->list[j].pool);
+		open += sv->pools.n_sockets;
+	}
+	return open;
 }
 
 struct upstreams *upstream_new(struct server *srv)
@@ -86,8 +112,12 @@ struct upstreams *upstream_new(struct server *srv)
 	if (!u)
 		return NULL;
 	u->srv = srv;
-	upstream_servers_init(&u->sv, srv);
+	if (upstream_sets_init(&u->sets, srv) < 0) {
+		free(u);
+		return NULL;
+	}
 	if (upstream_table_init(&u->table) < 0) {
+		upstream_sets_cleanup(&u->sets);
 		free(u);
 		return NULL;
 	}
@@ -106,6 +136,8 @@ static void inflight_free(struct inflight *f)
 	ev_timer_stop(loop, &f->retry);
 	ev_timer_stop(loop, &f->patience);
 	ev_timer_stop(loop, &f->deadline);
+	/* After the attempts: their sockets went back to the set's pools. */
+	upstream_set_release(&f->u->sets, f->set);
 	free(f);
 }
 
@@ -138,7 +170,7 @@ static int tries_of(const struct inflight *f, const struct cfg_addr *addr)
 /** Choose the server for the next attempt: fewest tries in this question, then best RTT. */
 static const struct cfg_addr *pick_server(const struct inflight *f, ev_tstamp now)
 {
-	const struct upstream_servers *sv = &f->u->sv;
+	const struct upstream_servers *sv = &f->set->sv;
 	const struct upstream_server *best = NULL;
 	double best_score = 0;
 
@@ -182,14 +214,14 @@ static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_a
 		if (!addr)
 			return false;
 		struct upstream_attempt *a = &f->att[f->n_att];
-		if (!upstream_attempt_start(a, &f->u->sv, &f->q, addr, tcp, attempt_ended, f))
+		if (!upstream_attempt_start(a, &f->set->sv, &f->q, addr, tcp, attempt_ended, f))
 			return attempts_open(f);
 		f->n_att++;
 		if (a->fd < 0) {
 			tcp = false; /* connect failed at once: on to the next server */
 			continue;
 		}
-		double rto = upstream_server_rto(upstream_server_of(&f->u->sv, addr)) *
+		double rto = upstream_server_rto(upstream_server_of(&f->set->sv, addr)) *
 			     (1 << (tries_of(f, addr) - 1));
 		if (tcp)
 			rto = UPSTREAM_RTO_MAX;
@@ -203,8 +235,8 @@ static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_a
 /** Has every server been asked in this question? */
 static bool all_asked(const struct inflight *f)
 {
-	for (size_t i = 0; i < f->u->sv.n; i++)
-		if (!tries_of(f, &f->u->sv.list[i].addr))
+	for (size_t i = 0; i < f->set->sv.n; i++)
+		if (!tries_of(f, &f->set->sv.list[i].addr))
 			return false;
 	return true;
 }
@@ -248,7 +280,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_timer_stop(loop, w);
 	if (f->n_att > 0) {
 		struct upstream_attempt *last = &f->att[f->n_att - 1];
-		struct upstream_server *s = upstream_server_of(&f->u->sv, &last->addr);
+		struct upstream_server *s = upstream_server_of(&f->set->sv, &last->addr);
 		STAT_INC(f->u->srv->stats.upstream_timeouts);
 		if (s)
 			s->n.timeouts++;
@@ -294,13 +326,18 @@ void **upstream_resolve(struct upstreams *u, const struct cache_key *key, upstre
 		return &f->waiters;
 	}
 	*late = false;
-	if (u->table.count >= UPSTREAM_MAX_INFLIGHT) {
+	/* The zone's servers, or `upstreams`': a zone with none fails its names
+	 * at once, and a flood at one zone's dead servers fills its own share. */
+	struct upstream_set *set = upstream_sets_find(&u->sets, key->name, key->name_len);
+	if (set->inflight >= UPSTREAM_MAX_INFLIGHT) {
 		STAT_INC(s->stats.inflight_full);
 		return NULL;
 	}
-	if (u->sv.n == 0 || !(f = calloc(1, sizeof(*f))))
+	if (set->sv.n == 0 || !(f = calloc(1, sizeof(*f))))
 		return NULL;
 	f->u = u;
+	f->set = set;
+	upstream_set_hold(set);
 	f->done = done;
 	f->arg = arg;
 	ev_init(&f->retry, retry_cb);
@@ -321,11 +358,11 @@ void upstream_free(struct upstreams *u)
 {
 	if (!u)
 		return;
-	upstream_pools_closing(&u->sv.pools);
+	upstream_sets_closing(&u->sets);
 	for (size_t i = 0; i <= u->table.mask; i++)
 		while (u->table.slots[i])
 			inflight_end((struct inflight *)(void *)u->table.slots[i], UPSTREAM_ABANDONED);
-	upstream_servers_cleanup(&u->sv);
+	upstream_sets_cleanup(&u->sets);
 	upstream_table_cleanup(&u->table);
 	free(u);
 }

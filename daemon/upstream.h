@@ -35,10 +35,12 @@ struct upstreams;
 /** Give up (UPSTREAM_FAILED) this long after the question. */
 #define UPSTREAM_DEADLINE 3.0
 /**
- * Most questions in flight at once.  Each holds up to eight sockets for up
- * to UPSTREAM_DEADLINE; past this a new question is refused at once (the
- * caller answers stale or SERVFAIL), so a flood of unique names at a dead upstream cannot
- * exhaust memory or file descriptors.
+ * Most questions in flight at once for one zone's servers (`upstreams`, or
+ * a forward zone).  Each holds up to eight sockets for up to
+ * UPSTREAM_DEADLINE; past this a new question is refused at once (the
+ * caller answers stale or SERVFAIL), so a flood of unique names at a dead
+ * upstream cannot exhaust memory or file descriptors, nor take another
+ * zone's share.
  */
 #define UPSTREAM_MAX_INFLIGHT 10000
 
@@ -49,15 +51,20 @@ struct upstreams *upstream_new(struct server *srv);
 void upstream_free(struct upstreams *u);
 
 /**
- * Take the server list from a configuration: addresses, and the
- * nameservers of each file: entry, watched for changes.  Addresses that
- * the configuration listens on are skipped with a warning.
- * @return 0, or -1 with err set (a file that cannot be watched)
+ * Take the server lists from a configuration: `upstreams` and each
+ * `forward` zone's, each of addresses and the nameservers of file:
+ * entries, watched for changes.  Addresses that the configuration listens
+ * on are skipped with a warning.  Servers and zones that stay keep their
+ * state; a question goes to the most specific zone holding its name.
+ * @return 0, or -1 with err set (out of memory)
  */
 int upstream_configure(struct upstreams *u, const struct config *cfg, char *err, size_t errlen);
 
-/** @return number of usable servers. */
+/** @return number of usable servers of `upstreams` (forward zones not counted). */
 size_t upstream_count(const struct upstreams *u);
+
+/** @return number of usable servers for the zone a wire name goes to. */
+size_t upstream_zone_count(const struct upstreams *u, const uint8_t *name, size_t len);
 
 /**
  * Call fn(arg) after every rebuild of the server list (start, reload, a
@@ -71,11 +78,26 @@ void upstream_on_rebuild(struct upstreams *u, void (*fn)(void *arg), void *arg);
  */
 void upstream_drop(struct upstreams *u, const struct cfg_addr *addr);
 
-typedef void (*upstream_each_cb)(void *arg, const struct cfg_addr *addr,
+/**
+ * @param zone "." for `upstreams`, else the forward zone ("privatelink.azurecr.io")
+ */
+typedef void (*upstream_each_cb)(void *arg, const char *zone, const struct cfg_addr *addr,
 				 const struct upstream_counters *n);
 
-/** Call cb for each server in use, in order. */
+/**
+ * Call cb for each server in use, `upstreams` first, then each forward
+ * zone's in configuration order.  A server in two zones is told twice.
+ */
 void upstream_each(const struct upstreams *u, upstream_each_cb cb, void *arg);
+
+/**
+ * Where a name would go: call cb (may be NULL) for each server of the
+ * most specific zone holding it.
+ * @param name an uncompressed wire name of len bytes
+ * @return the zone: "." for `upstreams`
+ */
+const char *upstream_route(const struct upstreams *u, const uint8_t *name, size_t len,
+			   upstream_each_cb cb, void *arg);
 
 /** @return number of questions in flight. */
 size_t upstream_inflight(const struct upstreams *u);

@@ -105,7 +105,8 @@ static void rebuild(struct upstream_servers *u)
 			bool dup = false;
 			config_addr_str((const struct sockaddr *)&addrs[j].ss, name, sizeof(name));
 			if (is_self(u, &addrs[j])) {
-				log_warn("upstream %s is this daemon's own listener; skipped", name);
+				log_warn("upstream %s%s%s is this daemon's own listener; skipped", name,
+					 u->zone ? " for zone " : "", u->zone ? u->zone : "");
 				continue;
 			}
 			for (size_t k = 0; k < n; k++)
@@ -138,11 +139,14 @@ static void rebuild(struct upstream_servers *u)
 	free(u->list);
 	u->list = list;
 	u->n = n;
-	if (n == 0)
+	if (n == 0 && u->zone)
+		log_err("no usable upstream server for zone %s: its names get SERVFAIL or stale answers",
+			u->zone);
+	else if (n == 0)
 		log_err("no usable upstream server: every forwarded query gets SERVFAIL");
 	for (size_t i = 0; i < n; i++) {
 		config_addr_str((const struct sockaddr *)&list[i].addr.ss, name, sizeof(name));
-		log_debug("upstream %s", name);
+		log_debug("upstream %s%s%s", name, u->zone ? " for zone " : "", u->zone ? u->zone : "");
 	}
 	if (u->rebuilt)
 		u->rebuilt(u->rebuilt_arg);
@@ -155,7 +159,10 @@ void upstream_servers_drop(struct upstream_servers *u, const struct cfg_addr *ad
 			continue;
 		upstream_pool_free(u->list[i].pool);
 		memmove(&u->list[i], &u->list[i + 1], (u->n - i - 1) * sizeof(u->list[i]));
-		if (--u->n == 0)
+		if (--u->n == 0 && u->zone)
+			log_err("no usable upstream server for zone %s: its names get SERVFAIL or stale "
+				"answers", u->zone);
+		else if (u->n == 0)
 			log_err("no usable upstream server: every forwarded query gets SERVFAIL");
 		return;
 	}
@@ -185,11 +192,12 @@ static void stop_watches(struct upstream_servers *u)
 	u->n_specs = 0;
 }
 
-int upstream_servers_configure(struct upstream_servers *u, const struct config *cfg, char *err, size_t errlen)
+int upstream_servers_configure(struct upstream_servers *u, const struct cfg_upstream *from,
+			       size_t n_from, const struct config *cfg, char *err, size_t errlen)
 {
-	struct cfg_upstream *specs = calloc(cfg->n_upstreams, sizeof(*specs));
+	struct cfg_upstream *specs = calloc(n_from ? n_from : 1, sizeof(*specs));
 	struct cfg_addr *self = calloc(cfg->n_listen ? cfg->n_listen : 1, sizeof(*self));
-	ev_stat *watch = calloc(cfg->n_upstreams, sizeof(*watch));
+	ev_stat *watch = calloc(n_from ? n_from : 1, sizeof(*watch));
 
 	if (!specs || !self || !watch) {
 		free(specs);
@@ -200,10 +208,10 @@ int upstream_servers_configure(struct upstream_servers *u, const struct config *
 	}
 	stop_watches(u);
 	u->specs = specs;
-	u->n_specs = cfg->n_upstreams;
+	u->n_specs = n_from;
 	u->watch = watch;
-	for (size_t i = 0; i < cfg->n_upstreams; i++) {
-		specs[i] = cfg->upstreams[i];
+	for (size_t i = 0; i < n_from; i++) {
+		specs[i] = from[i];
 		if (specs[i].file) {
 			specs[i].file = strdup(specs[i].file);
 			if (!specs[i].file)

@@ -48,6 +48,7 @@ struct upstream_server {
 
 struct upstream_servers {
 	struct server *srv;
+	const char *zone;             /**< for the log: NULL for `upstreams`, else a forward zone */
 	struct upstream_server *list;
 	size_t n;
 	struct cfg_upstream *specs;   /**< copies, for re-reading files */
@@ -67,11 +68,14 @@ void upstream_servers_init(struct upstream_servers *sv, struct server *srv);
 void upstream_servers_cleanup(struct upstream_servers *sv);
 
 /**
- * Take the server list from a configuration (see upstream_configure()).
+ * Take the server list from specs (`upstreams`, or a forward zone's):
+ * addresses, and the nameservers of each file: entry, watched for
+ * changes; the addresses cfg listens on are skipped with a warning.
+ * Servers that stay keep their RTT state, counters and pool.
  * @return 0, or -1 with err set
  */
-int upstream_servers_configure(struct upstream_servers *sv, const struct config *cfg, char *err,
-			       size_t errlen);
+int upstream_servers_configure(struct upstream_servers *sv, const struct cfg_upstream *specs,
+			       size_t n_specs, const struct config *cfg, char *err, size_t errlen);
 
 /**
  * Stop using addr until the list is next rebuilt (it leads back to us).

@@ -79,6 +79,31 @@ int wire_name_labels(const uint8_t *name)
 	return n;
 }
 
+bool wire_name_under(const uint8_t *name, size_t len, const uint8_t *zone, size_t zlen)
+{
+	size_t pos = 0;
+
+	/* Only where a label starts may the zone start: walk the labels. */
+	while (pos < len && len - pos >= zlen) {
+		if (len - pos == zlen) {
+			for (size_t i = 0; i < zlen; i++) {
+				uint8_t a = name[pos + i], b = zone[i];
+				if (a >= 'A' && a <= 'Z')
+					a = (uint8_t)(a + 32);
+				if (b >= 'A' && b <= 'Z')
+					b = (uint8_t)(b + 32);
+				if (a != b)
+					return false;
+			}
+			return true;
+		}
+		if (name[pos] == 0)
+			break;
+		pos += 1u + name[pos];
+	}
+	return false;
+}
+
 void wire_name_str(const uint8_t *name, char *buf)
 {
 	char *o = buf;

@@ -75,6 +75,15 @@ void wire_name_lower(uint8_t *name, size_t len);
 int wire_name_labels(const uint8_t *name);
 
 /**
+ * Is name the zone or below it?  Compared label by label from the name's
+ * start, ASCII case ignored, so that "xprivatelink.azurecr.io" is not
+ * under "privatelink.azurecr.io" and a label holding a dot stays one label.
+ * @param name, zone uncompressed wire names of len and zlen bytes
+ *        (the root, "\0", holds every name)
+ */
+bool wire_name_under(const uint8_t *name, size_t len, const uint8_t *zone, size_t zlen);
+
+/**
  * Presentation form with a trailing dot; bytes outside letters, digits,
  * '-' and '_' are escaped (\. \\ \DDD), so the text is unambiguous.
  * @param buf at least WIRE_NAME_STRLEN bytes
