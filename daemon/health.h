@@ -16,7 +16,9 @@ struct server;
 /**
  * Ready means: the policy is loaded, every registry has an endpoint set
  * (configured, saved by an earlier run, or discovered), the first loop
- * check is over, and at least one upstream server is usable.
+ * check is over, and at least one server of `upstreams` is usable.
+ * Forward zones do not count: a zone without a usable server fails only
+ * its own names, and `acrdnsctl status` shows it.
  * @param reason receives, when not ready, one line saying what is missing
  *        and what to do (no newline, no double quotes)
  * @return true when ready
