@@ -309,9 +309,9 @@ def check_samples(s, upstream):
     assert value(s, "acrdns_cache_hits_total") == 2
     assert value(s, "acrdns_cache_misses_total") == 1
     up = upstream.addr.replace(":", "#")
-    assert value(s, "acrdns_upstream_queries_total", upstream=up) >= 1
-    assert value(s, "acrdns_upstream_rtt_seconds_count", upstream=up) >= 1
-    assert value(s, "acrdns_upstream_rtt_seconds_bucket", upstream=up, le="+Inf") >= 1
+    assert value(s, "acrdns_upstream_queries_total", upstream=up, zone=".") >= 1
+    assert value(s, "acrdns_upstream_rtt_seconds_count", upstream=up, zone=".") >= 1
+    assert value(s, "acrdns_upstream_rtt_seconds_bucket", upstream=up, zone=".", le="+Inf") >= 1
     assert value(s, "acrdns_registry_endpoints", registry=LOGIN) == 1
     assert value(s, "acrdns_discovery_runs_total", registry=LOGIN, result="success") >= 1
     assert value(s, "acrdns_discovery_runs_total", registry=LOGIN, result="failure") == 0
