@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 
 import dns.rcode
 import pytest
@@ -237,3 +238,24 @@ log = {{ level = "debug"; }};
         assert address(d.query(PUBLIC)) == ["204.79.197.219"]
     finally:
         stub.close()
+
+
+def test_truncated_zone_answer_is_retried_over_tcp_at_the_zone_server(both, daemon):
+    default, zone_up = both
+    zone_up.set(PRIVATE, records=[f"{PRIVATE} A 10.1.0.20"], tc=True)
+    d = daemon(forward_config(default, zone_up))
+    assert address(d.query(PRIVATE)) == ["10.1.0.20"]
+    assert zone_up.count(PRIVATE, transport="tcp") == 1
+    assert default.count(PRIVATE) == 0
+
+
+def test_dead_zone_serves_stale(both, daemon):
+    default, zone_up = both
+    zone_up.set(PRIVATE, records=[f"{PRIVATE} A 10.1.0.20"], ttl=1)
+    d = daemon(forward_config(default, zone_up))
+    assert address(d.query(PRIVATE)) == ["10.1.0.20"]
+    time.sleep(1.3)   # the TTL of 1 s must run out
+    zone_up.set(PRIVATE, drop=True)
+    r = d.query(PRIVATE, timeout=8)
+    assert r.rcode() == dns.rcode.NOERROR and address(r) == ["10.1.0.20"]
+    assert zone_up.count(PRIVATE) >= 2 and default.count(PRIVATE) == 0
