@@ -12,7 +12,7 @@ import time
 import dns.rcode
 import pytest
 
-from conftest import ACRDNSD, LOGIN
+from conftest import ACRDNSD
 from stubfwd import StubForwarder
 
 ZONE = "privatelink.azurecr.io"
