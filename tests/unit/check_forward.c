@@ -7,8 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ev.h>
+
 #include "check_suites.h"
 #include "config.h"
+#include "server.h"
+#include "upstream_set.h"
 #include "wire.h"
 
 static char err[1024];
@@ -136,6 +140,84 @@ START_TEST(forward_errors)
 }
 END_TEST
 
+/* ---- the sets behind the zones, across reloads ---- */
+
+static struct upstream_set *set_for(const struct upstream_sets *ss, const char *text)
+{
+	uint8_t name[WIRE_NAME_MAX + 1];
+	int len = wire_name_from_str(text, name);
+
+	ck_assert_int_gt(len, 0);
+	return upstream_sets_find(ss, name, (size_t)len);
+}
+
+static int rebuilt_calls;
+
+static void count_rebuilt(void *arg)
+{
+	(void)arg;
+	rebuilt_calls++;
+}
+
+START_TEST(sets_follow_reloads)
+{
+	static struct server srv;
+	struct upstream_sets ss;
+	struct config *one = load(
+		"listen = [ \"127.0.0.1:5399\" ];\n"
+		"upstreams = [ \"192.0.2.1\" ];\n"
+		"forward = ( { zone = \"privatelink.azurecr.io\"; upstreams = [ \"10.1.0.4\", \"10.1.0.5\" ]; },\n"
+		"  { zone = \"corp.example\"; upstreams = [ \"127.0.0.1:5399\" ]; } );\n");
+	struct config *two = load(
+		"listen = [ \"127.0.0.1:5399\" ];\n"
+		"upstreams = [ \"192.0.2.1\" ];\n"
+		"forward = ( { zone = \"lab.example\"; upstreams = [ \"10.2.0.1\" ]; },\n"
+		"  { zone = \"privatelink.azurecr.io\"; upstreams = [ \"10.1.0.5\" ]; } );\n");
+
+	ck_assert_msg(one && two, "%s", err);
+	memset(&srv, 0, sizeof(srv));
+	srv.loop = ev_loop_new(EVFLAG_AUTO);
+	ck_assert_int_eq(upstream_sets_init(&ss, &srv), 0);
+	ss.rebuilt = count_rebuilt;
+	ck_assert_int_eq(upstream_sets_configure(&ss, one, err, sizeof(err)), 0);
+	ck_assert_int_eq(rebuilt_calls, 1);   /* once per reload, not once per zone */
+
+	struct upstream_set *pl = set_for(&ss, "contoso.privatelink.azurecr.io");
+	struct upstream_set *corp = set_for(&ss, "git.corp.example");
+	ck_assert_str_eq(pl->name, "privatelink.azurecr.io");
+	ck_assert_uint_eq(pl->sv.n, 2);
+	ck_assert_str_eq(set_for(&ss, "xprivatelink.azurecr.io")->name, ".");
+	ck_assert_uint_eq(set_for(&ss, "mcr.microsoft.com")->sv.n, 1);
+	/* Our own listener is no server: the zone has none, the others do. */
+	ck_assert_uint_eq(corp->sv.n, 0);
+
+	/* 10.1.0.5 has an RTT; a question to corp.example is in flight. */
+	upstream_server_sample(&pl->sv.list[1], 0.02, 100.0);
+	upstream_set_hold(corp);
+	ck_assert_int_eq(upstream_sets_configure(&ss, two, err, sizeof(err)), 0);
+	ck_assert_int_eq(rebuilt_calls, 2);
+
+	/* The zone that stays keeps its set, and the server that stays its RTT. */
+	ck_assert_ptr_eq(set_for(&ss, "contoso.privatelink.azurecr.io"), pl);
+	ck_assert_uint_eq(pl->sv.n, 1);
+	ck_assert(pl->sv.list[0].measured);
+	ck_assert_double_eq_tol(pl->sv.list[0].srtt, 0.02, 1e-9);
+	ck_assert_str_eq(set_for(&ss, "a.lab.example")->name, "lab.example");
+	/* The removed zone's names go to `upstreams`; its set waits for its question. */
+	ck_assert_str_eq(set_for(&ss, "git.corp.example")->name, ".");
+	ck_assert_ptr_eq(ss.retired, corp);
+	ck_assert_uint_eq(corp->sv.n, 0);
+	upstream_set_release(&ss, corp);   /* freed here: ASan says so if not */
+	ck_assert_ptr_null(ss.retired);
+
+	upstream_sets_closing(&ss);
+	upstream_sets_cleanup(&ss);
+	ev_loop_destroy(srv.loop);
+	config_free(one);
+	config_free(two);
+}
+END_TEST
+
 Suite *forward_suite(void)
 {
 	Suite *s = suite_create("forward");
@@ -143,6 +225,7 @@ Suite *forward_suite(void)
 	tcase_add_test(tc, name_under_zone);
 	tcase_add_test(tc, most_specific_zone);
 	tcase_add_test(tc, forward_errors);
+	tcase_add_test(tc, sets_follow_reloads);
 	suite_add_tcase(s, tc);
 	return s;
 }
