@@ -527,7 +527,7 @@ static int explain(const struct config *cfg, const struct policy *p, const char 
 			   : d.verdict == VERDICT_ALLOW ? "allowed: forwarded, answer trusted whole"
 			   : "forwarded: CNAME targets checked against deny rules";
 	printf("%s %s\n  %s\n  rule: %s\n", shown, policy_verdict_name(d.verdict), what, rule);
-	if (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS) {
+	if (d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS || d.verdict == VERDICT_AUDIT) {
 		const struct cfg_forward *f = config_forward_find(cfg, name, (size_t)len);
 		printf("  upstreams: zone %s: ", f ? f->name : ".");
 		if (f)

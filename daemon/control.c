@@ -312,7 +312,8 @@ static char *explain(struct server *s, const char *name, bool json)
 	policy_describe(s->policy, &d, rule, sizeof(rule));
 	wire_name_str(wire, shown);
 	/* Denied and local names go nowhere: the policy decides first. */
-	bool forwarded = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS;
+	bool forwarded = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS ||
+			 d.verdict == VERDICT_AUDIT;
 	if (json) {
 		json_t *o = json_pack("{s:s,s:s,s:s}", "name", shown, "verdict",
 				      policy_verdict_name(d.verdict), "rule", rule);

@@ -259,3 +259,15 @@ def test_dead_zone_serves_stale(both, daemon):
     r = d.query(PRIVATE, timeout=8)
     assert r.rcode() == dns.rcode.NOERROR and address(r) == ["10.1.0.20"]
     assert zone_up.count(PRIVATE) >= 2 and default.count(PRIVATE) == 0
+
+
+def test_audited_zone_name_is_explained_with_its_servers(both, daemon):
+    """Audit mode forwards what it would deny: explain says where to."""
+    default, zone_up = both
+    d = daemon(forward_config(default, zone_up, mode="allowlist", extra="audit = true;"))
+    zone_server = zone_up.addr.replace(":", "#")
+    text = d.ctl("explain", PRIVATE, check=True).stdout
+    assert " audit\n" in text.splitlines()[0] + "\n", text
+    assert f"upstreams: zone {ZONE}: {zone_server}\n" in text, text
+    assert address(d.query(PRIVATE)) == ["10.1.0.20"]
+    assert default.count(PRIVATE) == 0
