@@ -179,6 +179,7 @@ def test_audit_must_be_a_boolean(tmp_path):
     conf.write_text('upstreams = [ "127.0.0.1" ];\naudit = "yes";\n')
     out = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
     assert out.returncode != 0 and ":2: 'audit' must be true or false" in out.stderr, out.stderr
-    conf.write_text('upstreams = [ "127.0.0.1" ];\naudit = true;\n')
+    # Not 127.0.0.1: that is the default listener, which -t rejects as an upstream.
+    conf.write_text('upstreams = [ "192.0.2.1" ];\naudit = true;\n')
     out = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
     assert out.returncode == 0 and "audit: on" in out.stdout
