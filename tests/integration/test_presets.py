@@ -61,7 +61,8 @@ def test_ecr_registry_allows_its_bucket_and_no_other_s3_name(upstream, daemon, m
     for name in denied:
         assert d.query(name).rcode() == dns.rcode.NXDOMAIN, name
     assert not set(upstream.names()) & {n.lower() + "." for n in denied}
-    assert upstream.count() == 3
+    # Retransmissions on a busy machine may repeat a name; what counts is which names went out.
+    assert set(upstream.names()) == {n.lower() + "." for n in (ECR, "api.ecr.us-east-1.amazonaws.com", BUCKET)}
 
 
 def test_ecr_dual_stack_login_server(upstream, daemon, tmp_path):
