@@ -173,7 +173,10 @@ int main(int argc, char **argv)
 	strcpy(sa.sun_path, path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "acrdnsctl: cannot reach acrdnsd at %s: %s\n", path, strerror(errno));
+		int e = errno;
+		fprintf(stderr, "acrdnsctl: cannot reach acrdnsd at %s: %s%s\n", path, strerror(e),
+			e == EACCES ? " (the socket is for root and the daemon's group, acrdns: run "
+				      "acrdnsctl as root, or add your user to that group)" : "");
 		return 3;
 	}
 	if (send(fd, req, n, MSG_NOSIGNAL) != (ssize_t)n) {

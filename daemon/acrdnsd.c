@@ -2,7 +2,10 @@
  * \file acrdnsd.c
  * Start-up, signals, reload and shutdown.  Failures here are fatal (the
  * daemon cannot run without its sockets or a valid policy); after start-up
- * nothing is: a bad reload keeps the running configuration.
+ * nothing is: a bad reload keeps the running configuration.  A bad
+ * configuration exits with EX_CONFIG (78), which the unit names in
+ * RestartPreventExitStatus=: restarting cannot fix a file, and retries would
+ * only run into systemd's start limit and lock the unit out once it is fixed.
  */
 #include "autoconf.h"
 
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,9 +91,9 @@ static void push_listener(struct listener **list, struct listener *l)
 /**
  * Make the listeners match cfg: keep sockets on addresses that stay, open
  * the new ones, close the rest (but sockets passed by socket activation).  Nothing changes when an address cannot be
- * opened.  @return 0 or -1
+ * opened.  @return 0, or -1 with the address and the reason in err
  */
-static int reconcile_listeners(struct server *s, const struct config *cfg)
+static int reconcile_listeners(struct server *s, const struct config *cfg, char *err, size_t errlen)
 {
 	/* Socket activation without a `listen` key: the socket unit decides. */
 	size_t n_listen = s->activated && !cfg->listen_set ? 0 : cfg->n_listen;
@@ -112,8 +116,13 @@ static int reconcile_listeners(struct server *s, const struct config *cfg)
 				next[i] = NULL; /* listed twice: the second is an error below */
 		if (!next[i]) {
 			fresh[i] = true;
-			if (!(next[i] = listener_open(s, &cfg->listen[i], query_listener_handle, s)))
+			if (!(next[i] = listener_open(s, &cfg->listen[i], query_listener_handle, s))) {
+				char name[64];
+				int e = errno;
+				config_addr_str((const struct sockaddr *)&cfg->listen[i].ss, name, sizeof(name));
+				snprintf(err, errlen, "cannot listen on %s: %s", name, strerror(e));
 				rc = -1;
+			}
 		}
 	}
 	struct listener *inherited = NULL;
@@ -258,10 +267,8 @@ static int reload_apply(void *arg, struct reload_pair *pair, char *err, size_t e
 		goto failed;
 	policy_names_swap(pair->policy, names);
 	policy_names_free(names);
-	if (reconcile_listeners(s, cfg) < 0) {
-		snprintf(err, errlen, "cannot open a listener (see the log)");
+	if (reconcile_listeners(s, cfg, err, errlen) < 0)
 		goto failed;
-	}
 	if (upstream_configure(s->up, cfg, uerr, sizeof(uerr)) < 0)
 		log_err("reload: %s", uerr);
 	if (nft_configure(s, cfg, uerr, sizeof(uerr)) < 0)
@@ -597,8 +604,8 @@ int main(int argc, char **argv)
 			pc = config_load(ap ? ap : path, err, sizeof(err));
 			free(ap);
 			if (!pc) {
-				fprintf(stderr, "%s\n", err);
-				return 1;
+				log_err("%s", err);
+				return EX_CONFIG;
 			}
 		}
 		struct cfg_nft defaults = { true, "inet", "acrdns", "allow4", "allow6", 300 };
@@ -613,8 +620,8 @@ int main(int argc, char **argv)
 	struct config *cfg = config_load(abs_path ? abs_path : path, err, sizeof(err));
 	free(abs_path);
 	if (!cfg) {
-		fprintf(stderr, "%s\n", err);
-		return 1;
+		log_err("%s", err);
+		return EX_CONFIG;
 	}
 	static struct server srv;
 	struct server *s = &srv;
@@ -625,10 +632,10 @@ int main(int argc, char **argv)
 	}
 	struct policy *policy = policy_new(cfg, discovery_endpoints(s->disc, cfg), err, sizeof(err));
 	if (!policy) {
-		fprintf(stderr, "%s\n", err);
+		log_err("%s", err);
 		discovery_free(s->disc);
 		config_free(cfg);
-		return 1;
+		return EX_CONFIG;
 	}
 	if (test || explain_name) {
 		int rc = test ? (print_summary(cfg, policy), check_upstreams(cfg) < 0 ? 1 : 0)
@@ -661,7 +668,7 @@ int main(int argc, char **argv)
 	unsigned n_workers = cfg->workers ? cfg->workers : workers_default();
 	listener_set_reuseport(n_workers > 1);
 	s->activated = listener_inherit() > 0;
-	if (reconcile_listeners(s, cfg) < 0)
+	if (reconcile_listeners(s, cfg, err, sizeof(err)) < 0)
 		return 1;
 	if (s->activated) {
 		struct listener *rest = listener_adopt_inherited(s, query_listener_handle, s);
@@ -718,17 +725,16 @@ int main(int argc, char **argv)
 	ev_signal_start(s->loop, &intr);
 	ev_signal_start(s->loop, &usr1);
 	discovery_configure(s->disc, cfg);
-	log_notice("acrdnsd %s started: %zu rules, %zu upstream servers, mode %s", PACKAGE_VERSION,
-		   policy_rule_count(policy), upstream_count(s->up),
-		   cfg->mode == MODE_ALLOWLIST ? "allowlist" : "filter");
+	/* One line in the journal per start; `acrdnsd -t` prints the whole policy. */
+	char status[256];
+	log_notice("acrdnsd %s started, %s", PACKAGE_VERSION, status_line(s, status, sizeof(status)));
 	policy_each_shared(policy, warn_shared_log, NULL);
 	if (cfg->audit)
 		log_warn("audit mode: nothing is denied; names the policy would deny are forwarded, "
 			 "logged and counted: acrdnsctl audit lists them");
 	/* Threads last: after the fork into the background and the privilege drop. */
 	workers_start(s->workers);
-	char status[256];
-	notify_ready(status_line(s, status, sizeof(status)));
+	notify_ready(status);
 	notify_watchdog_start(s->loop);
 
 	listener_batch_start(s->loop);

@@ -41,6 +41,118 @@ const char *const config_keys[] = {
 	NULL,
 };
 
+/*
+ * libconfig says only "syntax error" and a line.  The two mistakes people
+ * make editing lists are a comma left after the last element (libconfig
+ * takes none) and one missing between elements; find them by reading the
+ * file's tokens again up to that line.  Adjacent strings are one value to
+ * libconfig ("a" "b" is "ab"), and so here.
+ */
+struct syn_tok {
+	char kind;   /* one of ,;=:[](){} ; 's' a string; 'v' another value */
+	int line;
+};
+
+static bool syn_value_end(char k)
+{
+	return k == 's' || k == 'v' || k == ']' || k == ')' || k == '}';
+}
+
+static bool syn_value_start(char k)
+{
+	return k == 's' || k == 'v' || k == '[' || k == '(' || k == '{';
+}
+
+static void syntax_hint(const char *file, int err_line, char *buf, size_t len)
+{
+	FILE *f = fopen(file, "r");
+	struct syn_tok prev = { 0, 0 };
+	char stack[64];
+	size_t depth = 0;
+	int c, line = 1;
+	bool in_comment = false, in_string = false, esc = false;
+
+	buf[0] = '\0';
+	if (!f)
+		return;
+	while ((c = getc(f)) != EOF && line <= err_line) {
+		struct syn_tok t = { 0, line };
+		if (c == '\n')
+			line++;
+		if (in_comment) {
+			if (c == '*') {
+				int d = getc(f);
+				if (d == '/')
+					in_comment = false;
+				else if (d != EOF)
+					ungetc(d, f);
+			}
+			continue;
+		}
+		if (in_string) {
+			if (esc)
+				esc = false;
+			else if (c == '\\')
+				esc = true;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		int next = c == '/' ? getc(f) : EOF;
+		if (c == '/' && next == '*') {
+			in_comment = true;
+			continue;
+		}
+		if (next != EOF)
+			ungetc(next, f);
+		if (c == '#' || (c == '/' && next == '/')) {
+			while ((c = getc(f)) != EOF && c != '\n')
+				;
+			line++;
+			continue;
+		}
+		if (isspace(c))
+			continue;
+		if (c == '"') {
+			in_string = true;
+			if (prev.kind == 's')
+				continue; /* concatenated */
+			t.kind = 's';
+		} else if (strchr(",;=:[](){}", c)) {
+			t.kind = (char)c;
+		} else {
+			while ((c = getc(f)) != EOF && !isspace(c) && !strchr(",;=:[](){}\"#", c))
+				;
+			if (c != EOF)
+				ungetc(c, f);
+			t.kind = 'v';
+		}
+		if (t.line == err_line && prev.kind) {
+			char open = depth ? stack[depth - 1] : 0;
+			if (prev.kind == ',' && (t.kind == ']' || t.kind == ')')) {
+				snprintf(buf, len, ": a ',' after the last element of the list (line %d): "
+					 "remove it, libconfig takes none there", prev.line);
+				break;
+			}
+			if ((open == '[' || open == '(') && syn_value_end(prev.kind) &&
+			    syn_value_start(t.kind)) {
+				snprintf(buf, len, ": expected ',' between two elements of a list (after "
+					 "the one on line %d)", prev.line);
+				break;
+			}
+		}
+		if (t.kind == '[' || t.kind == '(' || t.kind == '{') {
+			if (depth < sizeof(stack))
+				stack[depth] = t.kind;
+			depth++;
+		} else if ((t.kind == ']' || t.kind == ')' || t.kind == '}') && depth) {
+			depth--;
+		}
+		prev = t;
+	}
+	fclose(f);
+}
+
 struct loader {
 	const char *path;
 	char *err;
@@ -1095,10 +1207,14 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	if (config_read_file(&cf, path) != CONFIG_TRUE) {
 		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
 			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		else
-			snprintf(err, errlen, "%s:%d: %s",
-				 config_error_file(&cf) ? config_error_file(&cf) : path,
-				 config_error_line(&cf), config_error_text(&cf));
+		else {
+			const char *file = config_error_file(&cf) ? config_error_file(&cf) : path;
+			char hint[160] = "";
+			if (config_error_text(&cf) && strcmp(config_error_text(&cf), "syntax error") == 0)
+				syntax_hint(file, config_error_line(&cf), hint, sizeof(hint));
+			snprintf(err, errlen, "%s:%d: %s%s", file, config_error_line(&cf),
+				 config_error_text(&cf), hint);
+		}
 		config_destroy(&cf);
 		config_free(cfg);
 		return NULL;

@@ -241,7 +241,7 @@ static char *endpoints(struct server *s, bool json)
 	for (size_t i = 0; i < s->policy->n_registries; i++) {
 		const struct policy_registry *r = &s->policy->registries[i];
 		struct endpoints_ctx x = { r, NULL, { 0 } };
-		char when[64] = "never";
+		char when[128] = "never";
 		discovery_each(s->disc, find_info, &x);
 		if (x.found && x.found->last_success)
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&x.found->last_success));
@@ -254,12 +254,24 @@ static char *endpoints(struct server *s, bool json)
 			if (o && x.found) {
 				json_object_set_new(o, "last_success", x.found->last_success ? json_string(when) : json_null());
 				json_object_set_new(o, "last_error", json_string(x.found->last_error));
+				if (x.found->saved) {
+					char saved[64];
+					strftime(saved, sizeof(saved), "%Y-%m-%dT%H:%M:%SZ", gmtime(&x.found->saved));
+					json_object_set_new(o, "saved_set_loaded", json_string(saved));
+				}
 				json_object_set_new(o, "next_refresh", json_real(x.found->next_refresh));
 			}
 			json_array_append_new(arr, o);
 			continue;
 		}
 		text_put(&t, "%s\n  source: %s\n", r->login_server, x.found ? x.found->source : "static");
+		if (x.found && !x.found->last_success && x.found->saved) {
+			/* After a restart "never" would read as "these endpoints are unknown". */
+			char saved[64];
+			strftime(saved, sizeof(saved), "%Y-%m-%dT%H:%M:%SZ", gmtime(&x.found->saved));
+			snprintf(when, sizeof(when), "none since start; endpoints loaded from the set saved at %s",
+				 saved);
+		}
 		if (x.found)
 			text_put(&t, "  last success: %s\n  last error: %s\n  next refresh: in %.0f s\n", when,
 			    x.found->last_error[0] ? x.found->last_error : "none", x.found->next_refresh);
@@ -773,9 +785,10 @@ void control_configure(struct control *c, const struct config *cfg)
 	close_socket(c);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", cfg->control_socket);
 	snprintf(dir, sizeof(dir), "%s", cfg->control_socket);
+	char hint[512];
 	if (mkdir(dirname(dir), 0755) < 0 && errno != EEXIST) {
-		log_err("control socket %s: cannot create its directory: %s", cfg->control_socket,
-			strerror(errno));
+		log_err("control socket %s: cannot create its directory: %s%s", cfg->control_socket,
+			strerror(errno), log_path_hint(errno, dir, hint, sizeof(hint)));
 		return;
 	}
 	/* A socket left by a daemon that did not stop cleanly is removed; one
@@ -796,8 +809,9 @@ void control_configure(struct control *c, const struct config *cfg)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    chmod(sa.sun_path, 0660) < 0 || listen(fd, 16) < 0) {
-		log_err("control socket %s: %s; acrdnsctl will not reach this daemon",
-			cfg->control_socket, strerror(errno));
+		int e = errno;
+		log_err("control socket %s: %s; acrdnsctl will not reach this daemon%s",
+			cfg->control_socket, strerror(e), log_path_hint(e, dir, hint, sizeof(hint)));
 		if (fd >= 0)
 			close(fd);
 		return;

@@ -246,8 +246,10 @@ int discovery_state_save(const char *state_dir, const char *login_server, char *
 	char *text = NULL;
 	int fd = -1, rc = -1;
 
+	char hint[512];
 	if (mkdir(state_dir, 0755) < 0 && errno != EEXIST) {
-		snprintf(why, whylen, "cannot create %s: %s", state_dir, strerror(errno));
+		snprintf(why, whylen, "cannot create %s: %s%s", state_dir, strerror(errno),
+			 log_path_hint(errno, state_dir, hint, sizeof(hint)));
 		goto out;
 	}
 	if (!root || !arr)
@@ -268,7 +270,8 @@ int discovery_state_save(const char *state_dir, const char *login_server, char *
 	size_t len = strlen(text);
 	if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
 	    fsync(fd) < 0) {
-		snprintf(why, whylen, "cannot write %s: %s", tmp, strerror(errno));
+		snprintf(why, whylen, "cannot write %s: %s%s", tmp, strerror(errno),
+			 log_path_hint(errno, state_dir, hint, sizeof(hint)));
 		goto out;
 	}
 	close(fd);
@@ -361,6 +364,7 @@ struct known {
 	char *login;
 	char **endpoints;   /**< NULL until something was discovered or loaded */
 	uint64_t successes, failures; /**< runs of the source since start, across reloads */
+	time_t saved;       /**< when the set loaded at start was saved; 0: none loaded */
 };
 
 struct task {
@@ -422,8 +426,14 @@ static struct known *known_get(struct discovery *d, const char *login, const cha
 		return NULL;
 	/* A restart without network still allows the endpoints it knew. */
 	k->endpoints = discovery_state_load(state_dir, login);
-	if (k->endpoints)
+	if (k->endpoints) {
+		char path[4096];
+		struct stat st;
+		state_path(path, sizeof(path), state_dir, login, "");
+		if (stat(path, &st) == 0)
+			k->saved = st.st_mtime;
 		log_info("discovery %s: loaded saved endpoints from %s", login, state_dir);
+	}
 	d->n_known++;
 	return k;
 }
@@ -1159,7 +1169,7 @@ void discovery_each(struct discovery *d, void (*fn)(void *arg, const struct disc
 		struct discovery_info info = {
 			t->login, source_name(t->src.source), t->last_success, t->last_error,
 			t->next_refresh - ev_now(d->srv->loop), k ? k->endpoints : NULL,
-			k ? k->successes : 0, k ? k->failures : 0,
+			k ? k->successes : 0, k ? k->failures : 0, k ? k->saved : 0,
 		};
 		fn(arg, &info);
 	}

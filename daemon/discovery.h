@@ -83,6 +83,7 @@ struct discovery_info {
 	char *const *endpoints;   /**< NULL-terminated, or NULL */
 	uint64_t successes;       /**< good documents since start */
 	uint64_t failures;        /**< failed runs since start */
+	time_t saved;             /**< when the set loaded from state_dir at start was saved; 0: none */
 };
 
 /** Call fn for each registry with a discovery task, in configuration order. */

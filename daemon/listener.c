@@ -228,6 +228,7 @@ static void bind_error(const struct cfg_addr *addr, const char *name, const char
 			name, proto, strerror(e), (unsigned)geteuid());
 	else
 		log_err("listen %s (%s): %s", name, proto, strerror(e));
+	errno = e; /* for the caller's reply to a reload */
 }
 
 /** Is addr one of this host's addresses now?  (Not a wildcard.) */
@@ -280,8 +281,10 @@ static struct listener *open_listener(struct server *srv, const struct cfg_addr 
 	}
 	if (!worker && (l->tcp_fd = open_socket(addr, SOCK_STREAM, l->wildcard, NULL)) < 0) {
 		bind_error(addr, name, "tcp");
+		int e = errno;
 		close(l->udp_fd);
 		free(l);
+		errno = e;
 		return NULL;
 	}
 	if (!worker && !l->wildcard && !l->udp_passed && !addr_present(addr))

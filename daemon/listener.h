@@ -63,7 +63,7 @@ struct listener {
 /**
  * Open UDP and TCP sockets on addr (not yet watched).
  * @param handler called with each query message, and arg
- * @return the listener, or NULL with the reason logged
+ * @return the listener, or NULL with the reason logged and in errno
  */
 struct listener *listener_open(struct server *srv, const struct cfg_addr *addr,
 			       listener_handler handler, void *arg);

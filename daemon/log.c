@@ -6,6 +6,7 @@
  */
 #include "autoconf.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -199,4 +200,17 @@ void log_query(const struct log_query_fields *q)
 	n = json_field(buf, n, "via", q->via);
 	buf[n++] = '}';
 	emit(buf, n);
+}
+
+/* Under the shipped unit everything outside its StateDirectory= and
+ * RuntimeDirectory= is read-only, and "Read-only file system" alone sends
+ * the user looking at mounts. */
+const char *log_path_hint(int err, const char *dir, char *buf, size_t len)
+{
+	if (err == EROFS)
+		snprintf(buf, len, "; under systemd, ProtectSystem=strict makes it read-only: add "
+			 "ReadWritePaths=%s in a drop-in (systemctl edit acrdnsd)", dir);
+	else if (len)
+		buf[0] = '\0';
+	return buf;
 }

@@ -7,6 +7,7 @@
 #define ACRDNS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level {
 	LOG_LVL_ERR = 3,
@@ -45,6 +46,13 @@ struct log_query_fields {
 
 /** Write a query log line at info priority, whatever the level (log.queries decides). */
 void log_query(const struct log_query_fields *q);
+
+/**
+ * What to do about a failure to write under path: for EROFS, the drop-in a
+ * unit with ProtectSystem=strict needs (ReadWritePaths=dir), after "; ";
+ * otherwise "".  @return buf
+ */
+const char *log_path_hint(int err, const char *dir, char *buf, size_t len);
 
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)

@@ -483,8 +483,18 @@ static void check_sets(struct nft *n)
 			char msg[512];
 			snprintf(msg, sizeof(msg), "%s", nft_ctx_get_error_buffer(n->ctx));
 			msg[strcspn(msg, "\n")] = '\0';
-			log_warn("nftables: set %s %s %s is not usable (%s); create it with the ruleset "
-				 "from 'acrdnsd --print-nft'", n->cfg.family, n->cfg.table, sets[i], msg);
+			/* Without the capability the kernel refuses even to list a set
+			 * that exists: creating it again would not help. */
+			if (strstr(msg, "Operation not permitted"))
+				log_warn("nftables: set %s %s %s cannot be read or filled (%s): this process "
+					 "lacks CAP_NET_ADMIN; under systemd add it in a drop-in "
+					 "(systemctl edit acrdnsd: AmbientCapabilities= and "
+					 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_ADMIN)",
+					 n->cfg.family, n->cfg.table, sets[i], msg);
+			else
+				log_warn("nftables: set %s %s %s is not usable (%s); create it with the "
+					 "ruleset from 'acrdnsd --print-nft'", n->cfg.family, n->cfg.table,
+					 sets[i], msg);
 		}
 	}
 }
