@@ -251,12 +251,16 @@ else
 	notok "watchdog, healthy" "pid $pid -> $(prop MainPID)"
 fi
 in_ct systemctl kill --kill-who=main --signal=SIGSTOP acrdnsd
-if poll 30 test "$(prop NRestarts)" -gt "$restarts" && poll 20 test "$(prop ActiveState)" = active &&
-   [ "$(prop MainPID)" != "$pid" ] && in_ct journalctl -u acrdnsd -o cat --no-pager | grep -q "Watchdog timeout" &&
-   [ "$(answer contoso.azurecr.io)" = 10.0.0.5 ]; then
+poll 30 test "$(prop NRestarts)" -gt "$restarts"
+poll 20 test "$(prop ActiveState)" = active
+poll 10 in_ct sh -c 'journalctl -u acrdnsd -o cat --no-pager | grep -q "Watchdog timeout"'
+wd=$(in_ct journalctl -u acrdnsd -o cat --no-pager | grep -c "Watchdog timeout")
+a=$(answer contoso.azurecr.io)
+if [ "$(prop NRestarts)" -gt "$restarts" ] && [ "$(prop ActiveState)" = active ] &&
+   [ "$(prop MainPID)" != "$pid" ] && [ "$wd" -ge 1 ] && [ "$a" = 10.0.0.5 ]; then
 	ok "watchdog: a stopped daemon is killed and restarted (pid $pid -> $(prop MainPID)), answers again"
 else
-	notok "watchdog, stopped" "state $(prop ActiveState), restarts $(prop NRestarts)"
+	notok "watchdog, stopped" "state $(prop ActiveState), restarts $(prop NRestarts), pid $pid -> $(prop MainPID), 'Watchdog timeout' lines $wd, answer '$a'"
 fi
 in_ct rm -rf /run/systemd/system/acrdnsd.service.d
 in_ct systemctl daemon-reload

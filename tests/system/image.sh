@@ -51,8 +51,8 @@ else
 	notok "buildah bud" "see $CACHE/image-build.log"
 	exit 1
 fi
-entry=$("${B[@]}" inspect --type image --format '{{json .OCIv1.Config.Entrypoint}}' localhost/acrdns-test:latest)
-[ "$entry" = '["/usr/sbin/acrdnsd","-f","-c","/etc/acrdns/acrdnsd.conf"]' ] &&
+entry=$("${B[@]}" inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' localhost/acrdns-test:latest)
+[ "$entry" = '[/usr/sbin/acrdnsd -f -c /etc/acrdns/acrdnsd.conf]' ] &&
 	ok "entrypoint: $entry" || notok "entrypoint" "$entry"
 
 # The operator's configuration, mounted over the image's one file.
