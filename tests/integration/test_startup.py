@@ -137,7 +137,9 @@ def test_example_stays_valid_with_its_optional_rules_uncommented(tmp_path):
 @pytest.mark.skipif(not shutil.which("make"), reason="make is not installed")
 def test_installed_configurations_check_and_listen_on_53(tmp_path):
     dest = tmp_path / "root"
-    r = run("make", "-s", "-C", BUILDDIR, "install-data", f"DESTDIR={dest}")
+    # Not the outer make's jobserver: this make is a separate one.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    r = run("make", "-s", "-C", BUILDDIR, "install-data", f"DESTDIR={dest}", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     confs = list(dest.rglob("acrdnsd.conf")) + list(dest.rglob("examples/*.conf*"))
     etc = [c for c in confs if c.parent.name == "acrdns"]
