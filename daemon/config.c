@@ -128,7 +128,8 @@ static void syntax_hint(const char *file, int err_line, char *buf, size_t len)
 			t.kind = 'v';
 		}
 		if (t.line == err_line && prev.kind) {
-			char open = depth ? stack[depth - 1] : 0;
+			/* Deeper than the stack: too deep to be a slip of a comma. */
+			char open = depth && depth <= sizeof(stack) ? stack[depth - 1] : 0;
 			if (prev.kind == ',' && (t.kind == ']' || t.kind == ')')) {
 				snprintf(buf, len, ": a ',' after the last element of the list (line %d): "
 					 "remove it, libconfig takes none there", prev.line);
