@@ -609,17 +609,19 @@ static void task_succeeded(struct task *t, char **list)
 		discovery_list_free(list);
 		return;
 	}
-	for (char **e = list; *e; e++)
-		if (!in_list(k->endpoints, *e))
-			log_notice("discovery %s: endpoint added: %s", t->login, *e);
-	for (char **e = k->endpoints; e && *e; e++)
-		if (!in_list(list, *e))
-			log_notice("discovery %s: endpoint removed: %s", t->login, *e);
 	char **old = k->endpoints;
 	k->endpoints = list;
+	/* The swap first: once "endpoint added" is logged the policy has it,
+	 * even while worker threads answer and the save below waits for the disk. */
+	d->changed(d->srv);
+	for (char **e = list; *e; e++)
+		if (!in_list(old, *e))
+			log_notice("discovery %s: endpoint added: %s", t->login, *e);
+	for (char **e = old; e && *e; e++)
+		if (!in_list(list, *e))
+			log_notice("discovery %s: endpoint removed: %s", t->login, *e);
 	if (discovery_state_save(t->state_dir, t->login, list, why, sizeof(why)) < 0)
 		log_warn("discovery %s: not saved: %s", t->login, why);
-	d->changed(d->srv);
 	/* After the swap: what left is no longer allowed; drop it from the cache. */
 	for (char **e = old; e && *e; e++) {
 		if (in_list(list, *e))
