@@ -158,8 +158,10 @@ if [ -z "$bad" ] && in_ct grep -q '^listen = \[ "127.0.0.1:53"' /etc/acrdns/acrd
 else
 	notok "installed configurations" "fail acrdnsd -t:$bad"
 fi
-n=$(in_ct dpkg-query -W -f='${Conffiles}\n' acrdns | grep -c '/etc/acrdns/rules.d/')
-[ "$n" = 6 ] && ok "the six rule files are conffiles" || notok "conffiles" "$n rule files"
+n=$(in_ct dpkg-query -W -f='${Conffiles}\n' acrdns | grep -c '/etc/acrdns/rules.d/.*\.rules')
+files=$(in_ct dpkg -L acrdns | grep -c '^/etc/acrdns/rules.d/.*\.rules$')
+[ "$n" = "$files" ] && [ "$n" -gt 0 ] && ok "the $n rule files in /etc/acrdns/rules.d are conffiles" ||
+	notok "conffiles" "$n of $files rule files"
 
 # ---- configure, enable, query ----
 start_upstream && ok "scripted upstream on 127.0.0.1:5300" || { notok "upstream" ""; finish; }
