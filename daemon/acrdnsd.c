@@ -377,7 +377,7 @@ static int check_upstream_list(const struct config *cfg, const struct cfg_upstre
 	}
 	if (usable || n_list == 0)
 		return 0;
-	fprintf(stderr, "%s:%d: no usable upstream server%s%s: ", cfg->path, list[0].line,
+	fprintf(stderr, "<3>%s:%d: no usable upstream server%s%s: ", cfg->path, list[0].line,
 		zone ? " for forward zone " : "", zone ? zone : "");
 	for (size_t i = 0; i < n_list; i++) {
 		if (list[i].file) {
@@ -638,7 +638,7 @@ int main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	if (test || explain_name) {
-		int rc = test ? (print_summary(cfg, policy), check_upstreams(cfg) < 0 ? 1 : 0)
+		int rc = test ? (print_summary(cfg, policy), check_upstreams(cfg) < 0 ? EX_CONFIG : 0)
 			      : explain(cfg, policy, explain_name);
 		policy_free(policy);
 		discovery_free(s->disc);

@@ -195,7 +195,7 @@ forward = (
 );
 ''')
     r = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
-    assert r.returncode == 1
+    assert r.returncode == 78 and r.stderr.startswith("<3>")
     assert f"acrdnsd.conf:5: no usable upstream server for forward zone {ZONE}" in r.stderr, r.stderr
 
 

@@ -145,7 +145,7 @@ mode = "filter";
 upstreams = [ "file:{resolv}" ];
 ''')
     r = subprocess.run([ACRDNSD, "-t", "-c", str(conf)], capture_output=True, text=True)
-    assert r.returncode != 0, r.stdout
+    assert r.returncode == 78, r.stdout
     assert f"{conf}:3: no usable upstream server: file:{resolv} names only this daemon's own " \
         "listeners" in r.stderr, r.stderr
     assert "/run/systemd/resolve/resolv.conf" in r.stderr
