@@ -25,6 +25,7 @@
 #include "audit.h"
 #include "control.h"
 #include "discovery.h"
+#include "failcache.h"
 #include "hash.h"
 #include "listener.h"
 #include "log.h"
@@ -286,6 +287,8 @@ static int reload_apply(void *arg, struct reload_pair *pair, char *err, size_t e
 	workers_stop(s->workers);
 	apply_settings(s, cfg);
 	apply_rate_limit(s, s->cfg, cfg);
+	/* New servers or settings may answer what failed: ask again. */
+	failcache_reset(s->fails, cfg->stale_recheck * 1000u);
 	struct policy *p = pair->policy;
 	pair->cfg = s->cfg;            /* the replaced pair: the reload thread frees it */
 	pair->policy = s->policy;
@@ -659,7 +662,8 @@ int main(int argc, char **argv)
 	if (!(s->audit = audit_new(0)))
 		log_err("audit: out of memory; acrdnsctl audit will have nothing to show");
 	if (!(s->cache = cache_new(cfg->cache_size)) || !(s->up = upstream_new(s)) ||
-	    !(s->loopdetect = loopdetect_new(s, drop_loop, s))) {
+	    !(s->loopdetect = loopdetect_new(s, drop_loop, s)) ||
+	    !(s->fails = failcache_new(FAILCACHE_ENTRIES, cfg->stale_recheck * 1000u))) {
 		log_err("out of memory at start-up");
 		return 1;
 	}
@@ -763,6 +767,7 @@ int main(int argc, char **argv)
 	}
 	cache_free(s->cache);
 	audit_free(s->audit);
+	failcache_free(s->fails);
 	ratelimit_free(s->rl);
 	policy_free(s->policy);
 	config_free(s->cfg);

@@ -31,7 +31,7 @@ const char *const config_keys[] = {
 	"rate_limit.qps", "rate_limit.burst", "rate_limit.action", "rate_limit.exempt",
 	"tcp.max_connections", "tcp.max_per_client", "tcp.idle_timeout",
 	"cache.size", "cache.min_ttl", "cache.max_ttl", "cache.negative_ttl",
-	"cache.stale_ttl", "log.level", "log.queries", "log.format",
+	"cache.stale_ttl", "cache.stale_recheck", "log.level", "log.queries", "log.format",
 	"nftables.table", "nftables.set4", "nftables.set6", "nftables.grace",
 	"local.name", "local.addresses", "local.ttl", "forward.zone", "forward.upstreams",
 	"registries.login_server", "registries.data_endpoints", "registries.discovery",
@@ -615,7 +615,7 @@ static int load_size(struct loader *ld, const config_setting_t *s, uint64_t *out
 static int load_cache(struct loader *ld, struct config *cfg, const config_setting_t *g)
 {
 	static const char *const keys[] = { "size", "min_ttl", "max_ttl", "negative_ttl",
-					    "stale_ttl", NULL };
+					    "stale_ttl", "stale_recheck", NULL };
 	const config_setting_t *s;
 
 	if (!config_setting_is_group(g))
@@ -633,6 +633,9 @@ static int load_cache(struct loader *ld, struct config *cfg, const config_settin
 		return -1;
 	if ((s = config_setting_get_member(g, "stale_ttl")) &&
 	    get_uint(ld, s, INT32_MAX, &cfg->stale_ttl) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "stale_recheck")) &&
+	    get_uint(ld, s, 3600, &cfg->stale_recheck) < 0)
 		return -1;
 	if (cfg->min_ttl > cfg->max_ttl)
 		return fail(ld, g, "'min_ttl' (%u) is above 'max_ttl' (%u)", cfg->min_ttl, cfg->max_ttl);
@@ -1183,6 +1186,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	cfg->max_ttl = 86400;
 	cfg->negative_ttl = 300;
 	cfg->stale_ttl = 86400;
+	cfg->stale_recheck = 30;
 	cfg->state_dir = xstrdup(LOCALSTATEDIR "/lib/acrdns");
 	cfg->control_socket = xstrdup(RUNSTATEDIR "/acrdns/control.sock");
 	cfg->user = xstrdup("acrdns");

@@ -126,6 +126,7 @@ struct config {
 	size_t n_registries;
 	uint64_t cache_size;
 	uint32_t min_ttl, max_ttl, negative_ttl, stale_ttl;
+	uint32_t stale_recheck;       /**< seconds: stale at once after a failed refresh (RFC 8767 4) */
 	char *state_dir;
 	char *control_socket;
 	struct {

@@ -28,6 +28,7 @@
 #include "cache.h"
 #include "control.h"
 #include "discovery.h"
+#include "failcache.h"
 #include "health.h"
 #include "loopdetect.h"
 #include "log.h"
@@ -359,6 +360,8 @@ static char *flush(struct server *s, const char *name, bool json)
 	if (name && (len = wire_name_from_str(name, wire)) < 0)
 		return error_answer(json, "'%s' is not a domain name", name);
 	n = cache_flush(s->cache, name ? wire : NULL, (size_t)len);
+	/* A flush is also how an operator says "ask again now". */
+	failcache_flush(s->fails, name ? wire : NULL, (size_t)len);
 	log_notice("control: flushed %zu cache entries%s%s", n, name ? " for " : "", name ? name : "");
 	if (json)
 		return json_answer(json_pack("{s:i}", "flushed", (json_int_t)n));

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "failcache.h"
 #include "listener.h"
 #include "log.h"
 #include "loopdetect.h"
@@ -22,7 +23,7 @@
 #include "upstream.h"
 
 #define EDE_STALE 3
-#define EDE_NO_REACHABLE 22
+#define EDE_NOT_AUTHORITATIVE 20
 
 _Static_assert(VERDICT_COUNT == STATS_VERDICTS, "stats count every verdict");
 
@@ -389,13 +390,14 @@ static void client_answer(struct server *s, struct query_client *c, size_t len, 
 	client_done(c);
 }
 
-/** SERVFAIL: no upstream answered. */
-static void reply_servfail(struct server *s, const struct reply_to *rt, const struct wire_query *q)
+/** SERVFAIL, saying why (RFC 8914: 22 No Reachable Authority, 23 Network Error). */
+static void reply_servfail(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			   uint16_t ede, const char *why)
 {
 	size_t len = wire_reply_begin(s->out, q, LDNS_RCODE_SERVFAIL);
 
 	STAT_INC(s->stats.servfail);
-	finish(s, rt, q, len, 0, EDE_NO_REACHABLE, "no upstream answered");
+	finish(s, rt, q, len, 0, ede, why);
 }
 
 /**
@@ -454,10 +456,11 @@ static void client_deny_chain(struct server *s, struct query_client *c, enum cha
 
 /**
  * Answer a client from a stale (or fresh) cached answer when there is one
- * it may have; else SERVFAIL when fail is set.
+ * it may have; else SERVFAIL saying why when why is set.
  * @return false when the client was kept waiting (neither)
  */
-static bool client_try_stale(struct server *s, struct query_client *c, bool fail)
+static bool client_try_stale(struct server *s, struct query_client *c,
+			     const struct upstream_failure *why)
 {
 	size_t len;
 	enum cache_status st = fetch_cached(s, &c->q, c->verdict, &len);
@@ -466,11 +469,26 @@ static bool client_try_stale(struct server *s, struct query_client *c, bool fail
 		client_answer(s, c, len, st == CACHE_STALE);
 		return true;
 	}
-	if (!fail)
+	if (!why)
 		return false;
-	reply_servfail(s, &c->rt, &c->q);
+	reply_servfail(s, &c->rt, &c->q, why->ede, why->text);
 	client_done(c);
 	return true;
+}
+
+/** When upstream cannot even be asked (no server, too many questions in flight). */
+static const struct upstream_failure not_asked = { 22, "no upstream could be asked" };
+
+/** A question failed upstream: remember it (RFC 9520), and say so once in the log. */
+static void note_failed(struct server *s, const struct cache_key *key,
+			const struct upstream_failure *why)
+{
+	char name[WIRE_NAME_STRLEN], tbuf[16];
+	uint32_t hold = failcache_fail(s->fails, key, server_now_ms(), why->ede, why->text);
+
+	wire_name_str(key->name, name);
+	log_info("%s %s failed: %s; answered from stale or SERVFAIL for %.1f s", name,
+		 wire_type_str(key->qtype, tbuf), why->text, hold / 1000.0);
 }
 
 /**
@@ -560,7 +578,8 @@ static void answer_waiters(struct server *s, const struct cache_key *key,
 
 /** upstream's callback: how the question these clients wait for went. */
 static void upstream_done(void *arg, enum upstream_outcome outcome, const struct cache_key *key,
-			  const struct cache_answer *a, void **waiters)
+			  const struct cache_answer *a, const struct upstream_failure *why,
+			  void **waiters)
 {
 	struct server *s = arg;
 	struct query_client *c = *waiters, *next, *keep = NULL;
@@ -568,13 +587,14 @@ static void upstream_done(void *arg, enum upstream_outcome outcome, const struct
 	*waiters = NULL;
 	switch (outcome) {
 	case UPSTREAM_ANSWER:
+		failcache_forget(s->fails, key);
 		answer_waiters(s, key, a, c);
 		return;
 	case UPSTREAM_LATE:
 		/* RFC 8767: stale now for whoever has one; the rest wait on. */
 		for (; c; c = next) {
 			next = c->next;
-			if (!client_try_stale(s, c, false)) {
+			if (!client_try_stale(s, c, NULL)) {
 				c->next = keep;
 				keep = c;
 			}
@@ -582,15 +602,16 @@ static void upstream_done(void *arg, enum upstream_outcome outcome, const struct
 		*waiters = keep;
 		return;
 	case UPSTREAM_FAILED:
+		note_failed(s, key, why);
 		for (; c; c = next) {
 			next = c->next;
-			client_try_stale(s, c, true);
+			client_try_stale(s, c, why);
 		}
 		return;
 	case UPSTREAM_ABANDONED:
 		for (; c; c = next) {
 			next = c->next;
-			reply_servfail(s, &c->rt, &c->q);
+			reply_servfail(s, &c->rt, &c->q, why->ede, why->text);
 			client_done(c);
 		}
 		return;
@@ -617,14 +638,29 @@ static void ask_upstream(struct server *s, const struct reply_to *rt, const stru
 	void **waiters = upstream_resolve(s->up, &key, upstream_done, s, &late);
 	if (!waiters) {
 		/* No question to wait for: stale where there is one, else SERVFAIL. */
-		client_try_stale(s, c, true);
+		client_try_stale(s, c, &not_asked);
 		return;
 	}
 	/* Past its patience, a question has served stale already: so may this client. */
-	if (late && client_try_stale(s, c, false))
+	if (late && client_try_stale(s, c, NULL))
 		return;
 	c->next = *waiters;
 	*waiters = c;
+}
+
+/**
+ * A query without RD that the cache cannot answer: REFUSED with EDE 20
+ * "Not Authoritative", as unbound answers it.  A forwarder holds no zone
+ * and may not recurse for it (RFC 1034 4.3.1); an empty NOERROR would be
+ * cached by the asker as NODATA.  RA stays set: recursion is offered.
+ */
+static void answer_norec_miss(struct server *s, const struct reply_to *rt,
+			      const struct wire_query *q)
+{
+	size_t len = wire_reply_begin(s->out, q, LDNS_RCODE_REFUSED);
+
+	STAT_INC(s->stats.refused_norec);
+	finish(s, rt, q, len, 0, EDE_NOT_AUTHORITATIVE, "not in the cache, and recursion not desired");
 }
 
 bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
@@ -647,13 +683,18 @@ bool query_fast(struct server *s, const uint8_t *msg, size_t len, struct reply_t
 		return false;
 	bool cached = d.verdict == VERDICT_ALLOW || d.verdict == VERDICT_PASS ||
 		      d.verdict == VERDICT_AUDIT;
-	if (cached && !fetch_fresh(s, &q, d.verdict, &out_len))
+	bool hit = cached && fetch_fresh(s, &q, d.verdict, &out_len);
+	/* A miss with RD=0 needs no upstream either: it is refused here. */
+	if (cached && !hit && (q.flags & WIRE_RD))
 		return false;
 	STAT_INC(s->stats.queries_udp);
 	note_decision(s, rt, &q, &d, rule, sizeof(rule));
-	if (cached) {
+	if (hit) {
 		STAT_INC(s->stats.cache_hits);
 		answer_rendered(s, rt, &q, out_len, false, d.verdict);
+	} else if (cached) {
+		STAT_INC(s->stats.cache_misses);
+		answer_norec_miss(s, rt, &q);
 	} else {
 		answer_decided(s, rt, &q, &d, rule);
 	}
@@ -731,6 +772,38 @@ static bool screen(struct server *s, const struct reply_to *rt, struct wire_quer
 	return true;
 }
 
+/**
+ * A question that failed lately is answered without waiting: stale where
+ * there is one (RFC 8767 4), else SERVFAIL with the reason it failed
+ * (RFC 9520), while its hold-down lasts.  Past the hold-down but within
+ * the recheck time, a stale answer still goes at once and one refresh
+ * goes upstream behind it (joined by the next ones, so one at a time).
+ * @return false when the query goes upstream as usual
+ */
+static bool answer_failed(struct server *s, const struct reply_to *rt, const struct wire_query *q,
+			  enum verdict verdict)
+{
+	struct cache_key key = key_of(q);
+	const struct failcache_why *why;
+	enum failcache_state st = failcache_check(s->fails, &key, server_now_ms(), &why);
+	size_t len;
+
+	if (st == FAILCACHE_NONE)
+		return false;
+	if (fetch_cached(s, q, verdict, &len) == CACHE_STALE) {
+		STAT_INC(s->stats.stale_served);
+		answer_rendered(s, rt, q, len, true, verdict);
+		if (st == FAILCACHE_RECHECK)
+			ask_upstream(s, &(struct reply_to){ 0 }, q, verdict);
+		return true;
+	}
+	if (st == FAILCACHE_RECHECK)
+		return false;
+	STAT_INC(s->stats.failure_cached);
+	reply_servfail(s, rt, q, why->ede, why->text);
+	return true;
+}
+
 void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply_to *rt)
 {
 	struct wire_query q;
@@ -756,6 +829,13 @@ void query_handle(struct server *s, const uint8_t *msg, size_t len, struct reply
 		return;
 	}
 	STAT_INC(s->stats.cache_misses);
+	/* RD=0: the cache's answer or none; nothing is forwarded. */
+	if (!(q.flags & WIRE_RD)) {
+		answer_norec_miss(s, rt, &q);
+		return;
+	}
+	if (answer_failed(s, rt, &q, d.verdict))
+		return;
 	ask_upstream(s, rt, &q, d.verdict);
 }
 

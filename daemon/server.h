@@ -17,6 +17,7 @@
 
 struct control;
 struct discovery;
+struct failcache;
 struct listener;
 struct loopdetect;
 struct metrics_http;
@@ -32,6 +33,7 @@ struct server {
 	uint32_t policy_gen;          /**< bumped at every policy swap */
 	struct cache *cache;
 	struct cache_ttl ttl;
+	struct failcache *fails;      /**< questions that failed upstream (main loop only) */
 	struct upstreams *up;
 	struct loopdetect *loopdetect; /**< NULL in a worker's shadow: probes go to the main loop */
 	struct discovery *disc;

@@ -17,6 +17,7 @@ const struct stats_field stats_fields[] = {
 	F(refused_access), F(refused_class), F(allowed), F(passed), F(denied), F(local),
 	F(cname_denied), F(upstream_blocked), F(scrubbed), F(audited), F(cache_hits), F(cache_misses),
 	F(stale_served), F(servfail),
+	F(refused_norec), F(failure_cached),
 	F(truncated), F(merged), F(upstream_sent), F(upstream_tcp), F(upstream_timeouts),
 	F(upstream_errors), F(upstream_bogus), F(tcp_refused), F(rate_limited),
 	F(inflight_full), F(send_errors), F(upstream_loops),

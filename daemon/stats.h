@@ -23,6 +23,8 @@ struct stats {
 	uint64_t scrubbed;            /**< records removed from upstream answers */
 	uint64_t audited;             /**< audit mode: questions the policy would have denied */
 	uint64_t cache_hits, cache_misses, stale_served, servfail;
+	uint64_t refused_norec;       /**< RD=0 and not in the cache */
+	uint64_t failure_cached;      /**< SERVFAIL at once: the question failed lately (RFC 9520) */
 	uint64_t truncated;
 	uint64_t merged;              /**< joined an identical question in flight */
 	uint64_t upstream_sent, upstream_tcp, upstream_timeouts, upstream_errors;

@@ -9,6 +9,7 @@
  */
 #include "autoconf.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,8 @@ struct inflight {
 	struct upstream_attempt att[MAX_ATTEMPTS];
 	int n_att;
 	bool late;                    /**< UPSTREAM_PATIENCE has passed */
+	struct upstream_failure why;  /**< the most telling failure so far (text empty: none) */
+	int why_rank;                 /**< 0 none, 1 a network error, 2 an RCODE a server answered */
 	ev_timer retry, patience, deadline;
 };
 
@@ -150,8 +153,15 @@ static void inflight_end(struct inflight *f, enum upstream_outcome outcome)
 	struct cache_key key = upstream_question_key(&f->q);
 
 	upstream_table_remove(&f->u->table, &f->q);
+	if (outcome == UPSTREAM_ABANDONED) {
+		f->why.ede = 23;
+		snprintf(f->why.text, sizeof(f->why.text), "acrdnsd is shutting down");
+	} else if (!f->why_rank) {
+		f->why.ede = 22;
+		snprintf(f->why.text, sizeof(f->why.text), "no upstream answered");
+	}
 	f->done(f->arg, outcome, &key, outcome == UPSTREAM_ANSWER ? &f->u->srv->answer : NULL,
-		&f->waiters);
+		outcome == UPSTREAM_ANSWER ? NULL : &f->why, &f->waiters);
 	inflight_free(f);
 }
 
@@ -201,16 +211,17 @@ static bool attempts_open(const struct inflight *f)
 static void attempt_ended(void *owner, struct upstream_attempt *a, enum upstream_attempt_end end);
 
 /**
- * Send the next attempt (to tcp_addr over TCP when set) and arm the retry
- * timer.  @return false when nothing more can be tried.
+ * Send the next attempt, over TCP when tcp is set, to the server at to
+ * when set (else the best one), and arm the retry timer.
+ * @return false when nothing more can be tried.
  */
-static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_addr)
+static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *to)
 {
 	struct server *s = f->u->srv;
 	ev_tstamp now = ev_now(s->loop);
 
 	while (f->n_att < MAX_ATTEMPTS) {
-		const struct cfg_addr *addr = tcp ? tcp_addr : pick_server(f, now);
+		const struct cfg_addr *addr = to ? to : pick_server(f, now);
 		if (!addr)
 			return false;
 		struct upstream_attempt *a = &f->att[f->n_att];
@@ -219,6 +230,7 @@ static bool send_next(struct inflight *f, bool tcp, const struct cfg_addr *tcp_a
 		f->n_att++;
 		if (a->fd < 0) {
 			tcp = false; /* connect failed at once: on to the next server */
+			to = NULL;
 			continue;
 		}
 		double rto = upstream_server_rto(upstream_server_of(&f->set->sv, addr)) *
@@ -241,11 +253,44 @@ static bool all_asked(const struct inflight *f)
 	return true;
 }
 
+/**
+ * Keep what went wrong with an attempt, for the client's EDE and the log,
+ * when it says more than what was kept: a server's answer beats a network
+ * error, which beats silence.
+ */
+static void note_failure(struct inflight *f, const struct upstream_attempt *a,
+			 enum upstream_attempt_end end)
+{
+	char addr[64];
+	int rank = end == UPSTREAM_ATTEMPT_REFUSED ? 2 : 1;
+
+	if (rank < f->why_rank)
+		return;
+	config_addr_str((const struct sockaddr *)&a->addr.ss, addr, sizeof(addr));
+	f->why_rank = rank;
+	if (end == UPSTREAM_ATTEMPT_REFUSED) {
+		const ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, a->rcode);
+		f->why.ede = 22; /* "or they potentially refused to reply" (RFC 8914 4.23) */
+		if (rc)
+			snprintf(f->why.text, sizeof(f->why.text), "upstream %s answered %s", addr,
+				 rc->name);
+		else
+			snprintf(f->why.text, sizeof(f->why.text), "upstream %s answered RCODE %u",
+				 addr, a->rcode);
+	} else {
+		f->why.ede = 23;
+		snprintf(f->why.text, sizeof(f->why.text), "upstream %s %s", addr,
+			 a->error ? a->error : "failed");
+	}
+}
+
 /** What an attempt's end means for the question: another attempt, or the end. */
 static void attempt_ended(void *owner, struct upstream_attempt *a, enum upstream_attempt_end end)
 {
 	struct inflight *f = owner;
 
+	if (end == UPSTREAM_ATTEMPT_REFUSED || end == UPSTREAM_ATTEMPT_FAILED)
+		note_failure(f, a, end);
 	switch (end) {
 	case UPSTREAM_ATTEMPT_ANSWER:
 		inflight_end(f, UPSTREAM_ANSWER);
@@ -253,6 +298,13 @@ static void attempt_ended(void *owner, struct upstream_attempt *a, enum upstream
 	case UPSTREAM_ATTEMPT_TRUNCATED: {
 		struct cfg_addr addr = a->addr;
 		if (!send_next(f, true, &addr) && !attempts_open(f))
+			inflight_end(f, UPSTREAM_FAILED);
+		return;
+	}
+	case UPSTREAM_ATTEMPT_NOEDNS: {
+		/* The server is marked now: the same server again, without OPT. */
+		struct cfg_addr addr = a->addr;
+		if (!send_next(f, a->tcp, &addr) && !attempts_open(f))
 			inflight_end(f, UPSTREAM_FAILED);
 		return;
 	}
@@ -300,7 +352,7 @@ static void patience_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	 * question goes on so that the cache is refreshed. */
 	f->late = true;
 	struct cache_key key = upstream_question_key(&f->q);
-	f->done(f->arg, UPSTREAM_LATE, &key, NULL, &f->waiters);
+	f->done(f->arg, UPSTREAM_LATE, &key, NULL, NULL, &f->waiters);
 }
 
 static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -113,11 +113,19 @@ enum upstream_outcome {
 	UPSTREAM_ABANDONED, /**< the daemon shuts down; it ends */
 };
 
+/** Why a question failed: for the log and the client's Extended DNS Error. */
+struct upstream_failure {
+	uint16_t ede;     /**< RFC 8914: 22 No Reachable Authority, 23 Network Error */
+	char text[96];    /**< what happened, e.g. "upstream 192.0.2.1#53 answered REFUSED" */
+};
+
 /**
  * Told how a question went.
  * @param arg the argument given to upstream_resolve() when the question started
  * @param key the question
  * @param answer the reply for UPSTREAM_ANSWER (valid during the call), else NULL
+ * @param why for UPSTREAM_FAILED and UPSTREAM_ABANDONED, what went wrong
+ *        (valid during the call), else NULL
  * @param waiters the question's waiters slot.  When the question ends the
  *        callback must take every waiter; after UPSTREAM_LATE it may leave
  *        some there.  The question has left the in-flight table when it
@@ -125,7 +133,7 @@ enum upstream_outcome {
  */
 typedef void (*upstream_done_fn)(void *arg, enum upstream_outcome outcome,
 				 const struct cache_key *key, const struct cache_answer *answer,
-				 void **waiters);
+				 const struct upstream_failure *why, void **waiters);
 
 /**
  * Find the question key in flight, or start it.  A question joined keeps

@@ -39,7 +39,7 @@ void upstream_attempt_close(struct upstream_attempt *a)
 /** The longest query we send: header, question, OPT. */
 #define QUERY_MAX (WIRE_HDR + WIRE_NAME_MAX + 4 + 11)
 
-static size_t build_query(const struct upstream_question *f, uint16_t id, uint8_t *out)
+static size_t build_query(const struct upstream_question *f, uint16_t id, bool edns, uint8_t *out)
 {
 	uint16_t flags = WIRE_RD | ((f->flags & CACHE_KEY_CD) ? WIRE_CD : 0);
 	size_t len;
@@ -53,6 +53,8 @@ static size_t build_query(const struct upstream_question *f, uint16_t id, uint8_
 	wire_put16(out + len, f->qtype);
 	wire_put16(out + len + 2, f->qclass);
 	len += 4;
+	if (!edns)
+		return len; /* no OPT, so no DO either: the server rejected EDNS */
 	return wire_opt_append(out, len, len + 11, 0, (f->flags & CACHE_KEY_DO) != 0, 0, NULL);
 }
 
@@ -62,14 +64,35 @@ static void attempt_end(struct upstream_attempt *a, enum upstream_attempt_end en
 	struct cfg_addr addr = a->addr;
 
 	upstream_attempt_close(a);
-	if (end != UPSTREAM_ATTEMPT_TRUNCATED)
+	if (end != UPSTREAM_ATTEMPT_TRUNCATED && end != UPSTREAM_ATTEMPT_NOEDNS)
 		upstream_server_error(a->sv, &addr);
 	a->ended(a->owner, a, end);
 }
 
+/** Does the message carry an OPT record?  A message that does not parse counts as one that does. */
+static bool has_opt(const uint8_t *msg, size_t len)
+{
+	size_t pos = WIRE_HDR;
+	unsigned total = (unsigned)wire_get16(msg + 6) + wire_get16(msg + 8) + wire_get16(msg + 10);
+	struct wire_rr rr;
+
+	if (wire_name_read(msg, len, &pos, NULL) < 0)
+		return true;
+	pos += 4;
+	for (unsigned i = 0; i < total; i++) {
+		if (wire_rr_next(msg, len, &pos, &rr) < 0)
+			return true;
+		if (rr.type == LDNS_RR_TYPE_OPT)
+			return true;
+	}
+	return false;
+}
+
 /**
  * Check a reply against what this attempt asked.
- * @return 1 accepted (prepared in srv->answer), 0 to ignore, -1 a server error
+ * @return 1 accepted (prepared in srv->answer), 0 to ignore, -1 a server
+ * error (a->rcode says which), -2 EDNS rejected (FORMERR or NOTIMP without
+ * OPT to a query with OPT)
  */
 static int check_reply(struct upstream_attempt *a, const uint8_t *msg, size_t len)
 {
@@ -93,14 +116,31 @@ static int check_reply(struct upstream_attempt *a, const uint8_t *msg, size_t le
 	case LDNS_RCODE_NXDOMAIN:
 	case LDNS_RCODE_YXDOMAIN:
 		break;
+	case LDNS_RCODE_FORMERR:
+	case LDNS_RCODE_NOTIMPL:
+		/* RFC 6891 7: a server that does not know EDNS answers so without
+		 * OPT.  Only a reply that passed the source, ID and question checks
+		 * above gets here, so a spoofer cannot turn EDNS off. */
+		if (a->edns && !has_opt(msg, len))
+			return -2;
+		a->rcode = (uint8_t)WIRE_RCODE(flags);
+		return -1;
 	default:
-		return -1; /* SERVFAIL, REFUSED, FORMERR, NOTIMP: ask another */
+		a->rcode = (uint8_t)WIRE_RCODE(flags);
+		return -1; /* SERVFAIL, REFUSED: ask another */
 	}
 	if ((flags & WIRE_TC) && !a->tcp)
 		return 1;
 	if (cache_prepare(msg, len, &s->ttl, &s->answer) < 0)
 		return 0;
 	return 1;
+}
+
+/** The server rejected EDNS: remember it, so that the owner's next try goes without OPT. */
+static void ended_noedns(struct upstream_attempt *a)
+{
+	upstream_server_noedns(upstream_server_of(a->sv, &a->addr), ev_now(a->sv->srv->loop));
+	attempt_end(a, UPSTREAM_ATTEMPT_NOEDNS);
 }
 
 static void udp_readable(void *owner)
@@ -117,6 +157,7 @@ static void udp_readable(void *owner)
 			/* ICMP unreachable: the server is not there. */
 			upstream_server_penalise(upstream_server_of(a->sv, &a->addr), ev_now(s->loop));
 			a->broken = true;
+			a->error = "unreachable";
 			attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 			return;
 		}
@@ -129,7 +170,9 @@ static void udp_readable(void *owner)
 		}
 		upstream_server_sample(upstream_server_of(a->sv, &a->addr), ev_now(s->loop) - a->sent,
 				       ev_now(s->loop));
-		if (rc < 0)
+		if (rc == -2)
+			ended_noedns(a);
+		else if (rc < 0)
 			attempt_end(a, UPSTREAM_ATTEMPT_REFUSED);
 		else if (wire_get16(buf + 2) & WIRE_TC)
 			attempt_end(a, UPSTREAM_ATTEMPT_TRUNCATED);
@@ -149,6 +192,7 @@ static void tcp_write(struct upstream_attempt *a)
 		socklen_t el = sizeof(err);
 		getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &el);
 		if (err) {
+			a->error = "refused the TCP connection";
 			attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 			return;
 		}
@@ -156,8 +200,10 @@ static void tcp_write(struct upstream_attempt *a)
 	}
 	ssize_t n = send(a->fd, a->tquery + a->qsent, a->qlen - a->qsent, MSG_NOSIGNAL);
 	if (n < 0) {
-		if (errno != EAGAIN && errno != EINTR)
+		if (errno != EAGAIN && errno != EINTR) {
+			a->error = "broke the TCP connection";
 			attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
+		}
 		return;
 	}
 	a->qsent = (uint16_t)(a->qsent + n);
@@ -174,16 +220,20 @@ static void tcp_read(struct upstream_attempt *a)
 	struct server *s = a->sv->srv;
 
 	if (!a->tbuf && !(a->tbuf = malloc(65535 + 2))) {
+		a->error = "could not be read: out of memory";
 		attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 		return;
 	}
 	ssize_t n = read(a->fd, a->tbuf + a->tlen, 65537 - a->tlen);
 	if (n < 0) {
-		if (errno != EAGAIN && errno != EINTR)
+		if (errno != EAGAIN && errno != EINTR) {
+			a->error = "broke the TCP connection";
 			attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
+		}
 		return;
 	}
 	if (n == 0) {
+		a->error = "closed the TCP connection before a whole answer";
 		attempt_end(a, UPSTREAM_ATTEMPT_FAILED); /* closed before a whole answer */
 		return;
 	}
@@ -193,12 +243,15 @@ static void tcp_read(struct upstream_attempt *a)
 	int rc = check_reply(a, a->tbuf + 2, wire_get16(a->tbuf));
 	if (rc == 0) {
 		STAT_INC(s->stats.upstream_bogus);
+		a->error = "sent an unusable reply over TCP";
 		attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 		return;
 	}
 	upstream_server_sample(upstream_server_of(a->sv, &a->addr), ev_now(s->loop) - a->sent,
 			       ev_now(s->loop));
-	if (rc < 0)
+	if (rc == -2)
+		ended_noedns(a);
+	else if (rc < 0)
 		attempt_end(a, UPSTREAM_ATTEMPT_REFUSED);
 	else
 		a->ended(a->owner, a, UPSTREAM_ATTEMPT_ANSWER);
@@ -236,7 +289,7 @@ static bool attempt_udp(struct upstream_attempt *a, const struct cfg_addr *addr)
 	a->us = us;
 	a->fd = us->fd;
 	uint8_t query[QUERY_MAX];
-	size_t qlen = build_query(a->q, a->id, query);
+	size_t qlen = build_query(a->q, a->id, a->edns, query);
 	if (send(a->fd, query, qlen, 0) < 0) {
 		a->broken = true;
 		upstream_server_error(a->sv, addr);
@@ -264,7 +317,7 @@ static bool attempt_tcp(struct upstream_attempt *a, const struct cfg_addr *addr)
 		return true;
 	}
 	a->fd = fd;
-	size_t n = build_query(a->q, a->id, a->tquery + 2);
+	size_t n = build_query(a->q, a->id, a->edns, a->tquery + 2);
 	wire_put16(a->tquery, (uint16_t)n);
 	a->qlen = (uint16_t)(n + 2);
 	ev_io_init(&a->io, attempt_io_cb, fd, EV_WRITE);
@@ -290,6 +343,7 @@ bool upstream_attempt_start(struct upstream_attempt *a, struct upstream_servers 
 	a->addr = *addr;
 	a->id = (uint16_t)random_uniform(65536);
 	a->sent = ev_now(s->loop);
+	a->edns = upstream_server_edns(upstream_server_of(sv, addr), a->sent);
 	if (!(tcp ? attempt_tcp(a, addr) : attempt_udp(a, addr)))
 		return false;
 	if (a->fd < 0)

@@ -23,8 +23,11 @@
 enum upstream_attempt_end {
 	UPSTREAM_ATTEMPT_ANSWER,    /**< a usable reply, prepared in srv->answer; still open */
 	UPSTREAM_ATTEMPT_TRUNCATED, /**< TC over UDP: ask the same server over TCP; closed */
-	UPSTREAM_ATTEMPT_REFUSED,   /**< SERVFAIL, REFUSED or the like; closed */
-	UPSTREAM_ATTEMPT_FAILED,    /**< unreachable, closed early, or garbage over TCP; closed */
+	UPSTREAM_ATTEMPT_REFUSED,   /**< SERVFAIL, REFUSED or the like (rcode says which); closed */
+	UPSTREAM_ATTEMPT_FAILED,    /**< unreachable, closed early, or garbage over TCP (error
+				     *   says which); closed */
+	UPSTREAM_ATTEMPT_NOEDNS,    /**< FORMERR or NOTIMP without OPT to our OPT: the server is
+				     *   marked to be asked without EDNS; ask it again; closed */
 };
 
 struct upstream_attempt;
@@ -43,6 +46,9 @@ struct upstream_attempt {
 	bool tcp;
 	bool tcp_connected;
 	bool broken;                  /**< the socket had an error: not back to the pool */
+	bool edns;                    /**< the query carried OPT */
+	uint8_t rcode;                /**< UPSTREAM_ATTEMPT_REFUSED: the RCODE the server answered */
+	const char *error;            /**< UPSTREAM_ATTEMPT_FAILED: what went wrong, for the log */
 	struct cfg_addr addr;
 	uint16_t id;
 	ev_tstamp sent;

@@ -308,3 +308,22 @@ void upstream_server_penalise(struct upstream_server *s, ev_tstamp now)
 	s->measured = true;
 	s->changed = now;
 }
+
+bool upstream_server_edns(const struct upstream_server *s, ev_tstamp now)
+{
+	return !s || now >= s->noedns_until;
+}
+
+void upstream_server_noedns(struct upstream_server *s, ev_tstamp now)
+{
+	char name[64];
+
+	if (!s)
+		return;
+	if (now >= s->noedns_until) {
+		config_addr_str((const struct sockaddr *)&s->addr.ss, name, sizeof(name));
+		log_notice("upstream %s rejects EDNS (FORMERR or NOTIMP without OPT): asking it "
+			   "without EDNS for %.0f minutes", name, UPSTREAM_NOEDNS_HOLD / 60);
+	}
+	s->noedns_until = now + UPSTREAM_NOEDNS_HOLD;
+}

@@ -22,6 +22,13 @@ struct server;
 #define UPSTREAM_RTO_MIN 0.05
 #define UPSTREAM_RTO_MAX 1.5
 #define UPSTREAM_RTT_FORGET 30.0   /**< a penalised server is given another chance after this */
+/**
+ * A server that rejected EDNS is asked without it for this long (seconds),
+ * then probed with EDNS again: it may have been upgraded, or the rejection
+ * came from a middlebox that has since gone (unbound keeps its EDNS
+ * lameness in the infra cache for a similar while).
+ */
+#define UPSTREAM_NOEDNS_HOLD 900.0
 
 /** Upper bounds (seconds) of the upstream RTT histogram's buckets, +Inf excluded. */
 #define UPSTREAM_RTT_BUCKETS 11
@@ -44,6 +51,7 @@ struct upstream_server {
 	ev_tstamp changed;
 	struct upstream_counters n;
 	struct upstream_pool *pool;   /**< moves with the server on rebuild */
+	ev_tstamp noedns_until;       /**< before this, queries go without OPT (0: never rejected) */
 };
 
 struct upstream_servers {
@@ -100,6 +108,16 @@ double upstream_server_rto(const struct upstream_server *s);
 
 /** A reply after rtt seconds: the histogram and the smoothed RTT (s may be NULL). */
 void upstream_server_sample(struct upstream_server *s, double rtt, ev_tstamp now);
+
+/** @return whether a query to s goes with an OPT record at now (s may be NULL: yes). */
+bool upstream_server_edns(const struct upstream_server *s, ev_tstamp now);
+
+/**
+ * s answered FORMERR or NOTIMP without OPT to a query with OPT, in a reply
+ * that passed the source, ID and question checks: ask it without EDNS for
+ * UPSTREAM_NOEDNS_HOLD seconds (s may be NULL).
+ */
+void upstream_server_noedns(struct upstream_server *s, ev_tstamp now);
 
 /** No reply, or unreachable: the server looks slower (s may be NULL). */
 void upstream_server_penalise(struct upstream_server *s, ev_tstamp now);

@@ -16,6 +16,7 @@
 
 #include "check_suites.h"
 #include "config.h"
+#include "failcache.h"
 #include "listener.h"
 #include "policy.h"
 #include "query.h"
@@ -36,7 +37,8 @@ static struct {
 
 void listener_reply(const struct reply_to *rt, const uint8_t *msg, size_t len)
 {
-	(void)rt;
+	if (!rt->udp && !rt->tcp)
+		return;   /* a prefetch or refresh: nobody to answer, as in listener.c */
 	ck_assert_uint_lt(sent.n, SENT_MAX);
 	ck_assert_uint_le(len, sizeof(sent.msg[0]));
 	memcpy(sent.msg[sent.n], msg, len);
@@ -96,11 +98,15 @@ void **upstream_resolve(struct upstreams *u, const struct cache_key *key, upstre
 	return &up.waiters;
 }
 
+/** Why the fake's questions fail: the upstream said so. */
+static const struct upstream_failure refused_why = { 22, "upstream 192.0.2.1#53 answered REFUSED" };
+
 /** Hand the question back as upstream would. */
 static void outcome(enum upstream_outcome o, const struct cache_answer *a)
 {
 	ck_assert_ptr_nonnull(up.done);
-	up.done(up.arg, o, &up.key, a, &up.waiters);
+	up.done(up.arg, o, &up.key, a, o == UPSTREAM_FAILED || o == UPSTREAM_ABANDONED ? &refused_why : NULL,
+		&up.waiters);
 	if (o != UPSTREAM_LATE) {
 		ck_assert_ptr_null(up.waiters);   /* every client was taken */
 		up.done = NULL;
@@ -134,6 +140,7 @@ static void setup(void)
 	ck_assert_msg(srv.policy != NULL, "%s", err);
 	srv.policy_gen = 1;
 	srv.cache = cache_new(1 << 20);
+	srv.fails = failcache_new(64, srv.cfg->stale_recheck * 1000u);
 	srv.ttl = (struct cache_ttl){ srv.cfg->min_ttl, srv.cfg->max_ttl, srv.cfg->negative_ttl,
 				      srv.cfg->stale_ttl };
 }
@@ -141,6 +148,7 @@ static void setup(void)
 static void teardown(void)
 {
 	cache_free(srv.cache);
+	failcache_free(srv.fails);
 	policy_free(srv.policy);
 	config_free(srv.cfg);
 }
@@ -213,17 +221,59 @@ static void cached(const char *name, uint8_t last, uint32_t ttl, uint64_t age_ms
 		     srv.policy_gen);
 }
 
-/** A UDP query from 127.0.0.1 to query_handle(). */
-static void ask(const char *name, uint16_t id)
+/** A UDP query from 127.0.0.1 to query_handle(): type A, with RD and EDNS as told. */
+static void ask_with(const char *name, uint16_t id, bool rd, bool edns)
 {
 	uint8_t msg[512];
 	size_t len = query_wire(msg, name, LDNS_RR_TYPE_A, id);
+	if (!rd)
+		wire_put16(msg + 2, 0);
+	if (edns)
+		len = wire_opt_append(msg, len, sizeof(msg), 0, false, 0, NULL);
 	struct reply_to rt = { .udp = &client_side, .peer_len = sizeof(struct sockaddr_in) };
 	struct sockaddr_in *sin = (struct sockaddr_in *)&rt.peer;
 
 	sin->sin_family = AF_INET;
 	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	query_handle(&srv, msg, len, &rt);
+}
+
+/** A UDP query for name/A from 127.0.0.1, with RD, without EDNS. */
+static void ask(const char *name, uint16_t id)
+{
+	ask_with(name, id, true, false);
+}
+
+/**
+ * The Extended DNS Error of the i-th answer: its code (-1 none), its text
+ * copied into text (of 128 bytes).
+ */
+static int ede_of(unsigned i, char *text)
+{
+	const uint8_t *m = sent.msg[i];
+	size_t len = sent.len[i], pos = WIRE_HDR;
+	unsigned total = (unsigned)wire_get16(m + 6) + wire_get16(m + 8) + wire_get16(m + 10);
+	struct wire_rr rr;
+
+	text[0] = 0;
+	ck_assert_int_ge(wire_name_read(m, len, &pos, NULL), 0);
+	pos += 4;
+	for (unsigned k = 0; k < total; k++) {
+		ck_assert_int_ge(wire_rr_next(m, len, &pos, &rr), 0);
+		if (rr.type != LDNS_RR_TYPE_OPT)
+			continue;
+		for (size_t p = rr.rdata; p + 4 <= rr.rdata + rr.rdlen;) {
+			uint16_t code = wire_get16(m + p), olen = wire_get16(m + p + 2);
+			if (code == 15 && olen >= 2) {
+				size_t n = olen - 2u < 127 ? olen - 2u : 127;
+				memcpy(text, m + p + 6, n);
+				text[n] = 0;
+				return wire_get16(m + p + 4);
+			}
+			p += 4u + olen;
+		}
+	}
+	return -1;
 }
 
 /** The i-th answer sent: its ID and RCODE, the TTL and address of its last A record (0 none). */
@@ -395,6 +445,119 @@ START_TEST(chain_to_denied_target)
 }
 END_TEST
 
+START_TEST(norec_from_cache_only)
+{
+	/* RD=0: a cached name is answered from the cache, RD clear in the reply. */
+	cached("ok.example.com", 40, 300, 0);
+	ask_with("ok.example.com", 30, false, false);
+	ck_assert_uint_eq(sent.n, 1);
+	struct seen a = answer(0);
+	ck_assert_uint_eq(a.rcode, LDNS_RCODE_NOERROR);
+	ck_assert_uint_eq(a.last, 40);
+	ck_assert_uint_eq(wire_get16(sent.msg[0] + 2) & WIRE_RD, 0);
+	ck_assert_uint_ne(wire_get16(sent.msg[0] + 2) & WIRE_RA, 0);
+	/* Not cached: REFUSED with EDE 20, as unbound answers, and nothing asked. */
+	char text[128];
+	ask_with("other.example.com", 31, false, true);
+	ck_assert_uint_eq(sent.n, 2);
+	ck_assert_uint_eq(answer(1).rcode, LDNS_RCODE_REFUSED);
+	ck_assert_int_eq(ede_of(1, text), 20);
+	ck_assert_uint_ne(wire_get16(sent.msg[1] + 2) & WIRE_RA, 0);
+	/* Stale is no answer for RD=0 either: it would need a refresh. */
+	cached("stale.example.com", 41, 1, 10000);
+	ask_with("stale.example.com", 32, false, false);
+	ck_assert_uint_eq(answer(2).rcode, LDNS_RCODE_REFUSED);
+	ck_assert_uint_eq(up.asked, 0);
+	ck_assert_int_eq(sent.held, 0);
+}
+END_TEST
+
+START_TEST(failure_says_what_upstream_said)
+{
+	char text[128];
+
+	ask_with("ok.example.com", 33, true, true);
+	outcome(UPSTREAM_FAILED, NULL);
+	ck_assert_uint_eq(sent.n, 1);
+	ck_assert_uint_eq(answer(0).rcode, LDNS_RCODE_SERVFAIL);
+	ck_assert_int_eq(ede_of(0, text), 22);
+	ck_assert_str_eq(text, "upstream 192.0.2.1#53 answered REFUSED");
+}
+END_TEST
+
+START_TEST(failure_remembered)
+{
+	char text[128];
+
+	ask_with("ok.example.com", 34, true, true);
+	outcome(UPSTREAM_FAILED, NULL);
+	ck_assert_uint_eq(up.asked, 1);
+	/* Within the hold-down: SERVFAIL at once, with the reason, nothing asked. */
+	ask_with("ok.example.com", 35, true, true);
+	ck_assert_uint_eq(sent.n, 2);
+	ck_assert_uint_eq(answer(1).rcode, LDNS_RCODE_SERVFAIL);
+	ck_assert_uint_eq(answer(1).id, 35);
+	ck_assert_int_eq(ede_of(1, text), 22);
+	ck_assert_str_eq(text, "upstream 192.0.2.1#53 answered REFUSED");
+	ck_assert_uint_eq(up.asked, 1);
+	/* Another name, and another type of the same name, are asked as usual. */
+	ask("pass.example.org", 36);
+	ck_assert_uint_eq(up.asked, 2);
+	outcome(UPSTREAM_ANSWER, reply("pass.example.org", NULL, 42, 300));
+	ck_assert_uint_eq(answer(2).last, 42);
+	uint8_t msg[512];
+	size_t len = query_wire(msg, "ok.example.com", LDNS_RR_TYPE_AAAA, 37);
+	struct reply_to rt = { .udp = &client_side, .peer_len = sizeof(struct sockaddr_in) };
+	((struct sockaddr_in *)&rt.peer)->sin_family = AF_INET;
+	((struct sockaddr_in *)&rt.peer)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	query_handle(&srv, msg, len, &rt);
+	ck_assert_uint_eq(up.asked, 3);
+	outcome(UPSTREAM_ABANDONED, NULL);
+	/* The same question with DO is another question too. */
+	ck_assert_int_eq(sent.held, 0);
+	/* A flush forgets it: asked again. */
+	failcache_flush(srv.fails, NULL, 0);
+	ask("ok.example.com", 38);
+	ck_assert_uint_eq(up.asked, 4);
+	outcome(UPSTREAM_ANSWER, reply("ok.example.com", NULL, 43, 300));
+	ck_assert_int_eq(sent.held, 0);
+}
+END_TEST
+
+START_TEST(failed_refresh_serves_stale_at_once)
+{
+	uint8_t wire[WIRE_NAME_MAX + 1];
+	int n = wire_name_from_str("ok.example.com", wire);
+	struct cache_key key = { wire, (uint16_t)n, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 0 };
+
+	cached("ok.example.com", 44, 1, 10000);
+	/* A refresh failed 2 s ago: its 1 s hold-down is over, the 30 s recheck is not. */
+	failcache_fail(srv.fails, &key, server_now_ms() - 2000, 22, "no upstream answered");
+	ask("ok.example.com", 39);
+	/* Stale at once, without waiting for the patience ... */
+	ck_assert_uint_eq(sent.n, 1);
+	ck_assert_uint_eq(answer(0).last, 44);
+	ck_assert_uint_eq(answer(0).ttl, CACHE_STALE_TTL);
+	/* ... while one refresh goes upstream, which the next client does not repeat. */
+	ck_assert_uint_eq(up.asked, 1);
+	ask("ok.example.com", 40);
+	ck_assert_uint_eq(sent.n, 2);
+	ck_assert_uint_eq(answer(1).last, 44);
+	ck_assert_uint_eq(up.asked, 2);      /* joined the refresh in flight */
+	outcome(UPSTREAM_ANSWER, reply("ok.example.com", NULL, 45, 300));
+	ck_assert_uint_eq(sent.n, 2);        /* the refresh has no client of its own */
+	ask("ok.example.com", 41);
+	ck_assert_uint_eq(answer(2).last, 45);
+	ck_assert_int_eq(sent.held, 0);
+	/* Within the hold-down, stale goes at once and nothing is asked. */
+	cached("ok.example.com", 46, 1, 10000);
+	failcache_fail(srv.fails, &key, server_now_ms(), 22, "no upstream answered");
+	ask("ok.example.com", 42);
+	ck_assert_uint_eq(answer(3).last, 46);
+	ck_assert_uint_eq(up.asked, 2);
+}
+END_TEST
+
 Suite *query_suite(void)
 {
 	Suite *s = suite_create("query");
@@ -409,6 +572,10 @@ Suite *query_suite(void)
 	tcase_add_test(t, denied_never_asks);
 	tcase_add_test(t, local_answer);
 	tcase_add_test(t, chain_to_denied_target);
+	tcase_add_test(t, norec_from_cache_only);
+	tcase_add_test(t, failure_says_what_upstream_said);
+	tcase_add_test(t, failure_remembered);
+	tcase_add_test(t, failed_refresh_serves_stale_at_once);
 	suite_add_tcase(s, t);
 	return s;
 }
