@@ -479,16 +479,23 @@ static bool client_try_stale(struct server *s, struct query_client *c,
 /** When upstream cannot even be asked (no server, too many questions in flight). */
 static const struct upstream_failure not_asked = { 22, "no upstream could be asked" };
 
-/** A question failed upstream: remember it (RFC 9520), and say so once in the log. */
+/**
+ * A question failed upstream: remember it (RFC 9520), and say why in the
+ * log, at info for the first failure of a run (an outage of many names
+ * logs each name once), at debug for the failures that back it off.
+ */
 static void note_failed(struct server *s, const struct cache_key *key,
 			const struct upstream_failure *why)
 {
 	char name[WIRE_NAME_STRLEN], tbuf[16];
 	uint32_t hold = failcache_fail(s->fails, key, server_now_ms(), why->ede, why->text);
 
+	if (hold > FAILCACHE_HOLD_MIN_MS && !log_enabled(LOG_LVL_DEBUG))
+		return;
 	wire_name_str(key->name, name);
-	log_info("%s %s failed: %s; answered from stale or SERVFAIL for %.1f s", name,
-		 wire_type_str(key->qtype, tbuf), why->text, hold / 1000.0);
+	log_msg(hold > FAILCACHE_HOLD_MIN_MS ? LOG_LVL_DEBUG : LOG_LVL_INFO,
+		"%s %s failed: %s; answered from stale or SERVFAIL for %.0f s", name,
+		wire_type_str(key->qtype, tbuf), why->text, hold / 1000.0);
 }
 
 /**
@@ -793,8 +800,13 @@ static bool answer_failed(struct server *s, const struct reply_to *rt, const str
 	if (fetch_cached(s, q, verdict, &len) == CACHE_STALE) {
 		STAT_INC(s->stats.stale_served);
 		answer_rendered(s, rt, q, len, true, verdict);
-		if (st == FAILCACHE_RECHECK)
-			ask_upstream(s, &(struct reply_to){ 0 }, q, verdict);
+		if (st == FAILCACHE_RECHECK) {
+			/* One refresh behind the stale answer, with no client of
+			 * its own: its answer goes to the cache.  A refresh in
+			 * flight is joined, not repeated. */
+			bool late;
+			(void)upstream_resolve(s->up, &key, upstream_done, s, &late);
+		}
 		return true;
 	}
 	if (st == FAILCACHE_RECHECK)
