@@ -1,15 +1,16 @@
 """An upstream that lies or dies: what the client gets, that the daemon
 stays up, and what the counters say."""
 import re
-import struct
 import signal
+import struct
 import time
 
-import dns.flags
 import dns.edns
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
+import pytest
 
 from conftest import basic_config
 
@@ -97,15 +98,15 @@ def _ede(r):
     return None
 
 
-def _formerr_to_edns(spoof=False):
-    """A pre-EDNS server: FORMERR without OPT to a query with OPT, an answer
-    to one without.  spoof: that FORMERR has the wrong ID, as a blind
-    spoofer's would."""
+def _formerr_to_edns(spoof=False, rcode=dns.rcode.FORMERR):
+    """A pre-EDNS server: FORMERR (or rcode) without OPT to a query with OPT,
+    an answer to one without.  spoof: that FORMERR has the wrong ID, as a
+    blind spoofer's would."""
     def craft(query):
         if query.edns >= 0:
             r = dns.message.make_response(query)
             r.use_edns(False)
-            r.set_rcode(dns.rcode.FORMERR)
+            r.set_rcode(rcode)
             wire = r.to_wire()
             return struct.pack("!H", (query.id + 1) & 0xffff) + wire[2:] if spoof else wire
         r = dns.message.make_response(query)
@@ -115,9 +116,10 @@ def _formerr_to_edns(spoof=False):
     return craft
 
 
-def test_edns_rejected_is_retried_without_edns(upstream, daemon):
-    upstream.set("old1.example.com", craft=_formerr_to_edns())
-    upstream.set("old2.example.com", craft=_formerr_to_edns())
+@pytest.mark.parametrize("rcode", [dns.rcode.FORMERR, dns.rcode.NOTIMP])
+def test_edns_rejected_is_retried_without_edns(upstream, daemon, rcode):
+    upstream.set("old1.example.com", craft=_formerr_to_edns(rcode=rcode))
+    upstream.set("old2.example.com", craft=_formerr_to_edns(rcode=rcode))
     d = daemon(basic_config(upstream))
     r = d.query("old1.example.com", use_edns=0)
     assert r.rcode() == dns.rcode.NOERROR and r.answer[0][0].address == "192.0.2.50"
