@@ -154,7 +154,7 @@ static void inflight_end(struct inflight *f, enum upstream_outcome outcome)
 
 	upstream_table_remove(&f->u->table, &f->q);
 	if (outcome == UPSTREAM_ABANDONED) {
-		f->why.ede = 23;
+		f->why.ede = 0; /* Other Error: nothing went wrong upstream */
 		snprintf(f->why.text, sizeof(f->why.text), "acrdnsd is shutting down");
 	} else if (!f->why_rank) {
 		f->why.ede = 22;

@@ -115,7 +115,7 @@ enum upstream_outcome {
 
 /** Why a question failed: for the log and the client's Extended DNS Error. */
 struct upstream_failure {
-	uint16_t ede;     /**< RFC 8914: 22 No Reachable Authority, 23 Network Error */
+	uint16_t ede;     /**< RFC 8914: 22 No Reachable Authority, 23 Network Error (0 shutdown) */
 	char text[96];    /**< what happened, e.g. "upstream 192.0.2.1#53 answered REFUSED" */
 };
 
