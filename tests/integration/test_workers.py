@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
@@ -64,3 +65,22 @@ def test_workers_bind_port_53_before_dropping_root(upstream, daemon, tmp_path):
                           timeout=3)
         assert r.answer[0][0].address == "192.0.2.53"
     assert upstream.count("p.example.com") == 1
+
+
+def test_workers_answer_norec_without_the_main_loop(upstream, daemon, tmp_path):
+    upstream.set("n.example.com", records=["n.example.com A 192.0.2.41"])
+    d = daemon(basic_config(upstream, "workers = 3;"))
+    d.query("n.example.com")
+    upstream.clear()
+    # Each query from a new socket: the kernel spreads them over the loops.
+    for name in ["n.example.com", "uncached.example.com"] * 20:
+        q = dns.message.make_query(name, "A")
+        q.flags &= ~dns.flags.RD
+        r = dns.query.udp(q, "127.0.0.1", port=d.port, timeout=3)
+        if name == "n.example.com":
+            assert r.answer[0][0].address == "192.0.2.41"
+        else:
+            assert r.rcode() == dns.rcode.REFUSED
+    assert upstream.count() == 0
+    stats = json.loads(d.ctl("--json", "stats", check=True).stdout)
+    assert stats["refused_norec"] == 20
