@@ -7,7 +7,8 @@
  * a reply is accepted only from the server asked (a connected socket),
  * with that ID and that question.  Timeouts retry
  * with backoff, moving to the server with the best smoothed RTT; a
- * truncated reply is retried over TCP.
+ * truncated reply is retried over TCP, and one that rejects EDNS (FORMERR
+ * or NOTIMP without OPT) is retried at once without it.
  *
  * Upstream answers no client itself.  A question is started with a
  * callback and an argument (as unbound's outnet_serviced_query), and the

@@ -3,8 +3,9 @@
  * One exchange with one server about one question: a UDP query on a
  * pooled socket, or a TCP connection for a truncated answer.  A reply
  * counts only from the server asked (a connected socket), with the ID and
- * the question sent.  The attempt tells its owner (the question) how it
- * ended; what to try next is the owner's choice.
+ * the question sent.  The attempt goes with OPT unless its server rejected
+ * EDNS lately (upstream_server_edns()).  The attempt tells its owner (the
+ * question) how it ended; what to try next is the owner's choice.
  */
 #ifndef ACRDNS_UPSTREAM_ATTEMPT_H
 #define ACRDNS_UPSTREAM_ATTEMPT_H
