@@ -197,6 +197,11 @@ def test_failed_name_gets_servfail_at_once(upstream, daemon):
     d.ctl("flush", check=True)
     d.query("down.example.com", timeout=8)
     assert upstream.count("down.example.com") > sent
+    # So does a reload.
+    sent = upstream.count("down.example.com")
+    d.reload()
+    d.query("down.example.com", timeout=8)
+    assert upstream.count("down.example.com") > sent
 
 
 def test_servfail_says_what_upstream_answered(upstream, daemon):
