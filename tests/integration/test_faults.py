@@ -123,13 +123,14 @@ def test_edns_rejected_is_retried_without_edns(upstream, daemon, rcode):
     d = daemon(basic_config(upstream))
     r = d.query("old1.example.com", use_edns=0)
     assert r.rcode() == dns.rcode.NOERROR and r.answer[0][0].address == "192.0.2.50"
-    sent = [q.msg.edns >= 0 for q in upstream.queries]
-    assert sent == [True, False]   # once with OPT, then at once without
+    def with_opt(name):   # what reached the upstream for name (loop probes aside)
+        return [q.msg.edns >= 0 for q in upstream.queries if q.name == name]
+    assert with_opt("old1.example.com.") == [True, False]   # with OPT, then at once without
     d.wait_log("rejects EDNS")
     # Remembered for the server: the next name goes without OPT straight away.
     r = d.query("old2.example.com", use_edns=0)
     assert r.rcode() == dns.rcode.NOERROR
-    assert [q.msg.edns >= 0 for q in upstream.queries][2:] == [False]
+    assert with_opt("old2.example.com.") == [False]
 
 
 def test_spoofed_formerr_does_not_turn_edns_off(upstream, daemon):
@@ -138,7 +139,7 @@ def test_spoofed_formerr_does_not_turn_edns_off(upstream, daemon):
     r = d.query("spoof.example.com", use_edns=0, timeout=8)
     assert r.rcode() == dns.rcode.SERVFAIL
     assert upstream.count("spoof.example.com") >= 2
-    assert all(q.msg.edns >= 0 for q in upstream.queries)
+    assert all(q.msg.edns >= 0 for q in upstream.queries if q.name == "spoof.example.com.")
     assert "rejects EDNS" not in d.read_log()
 
 
@@ -157,7 +158,7 @@ def test_norec_answered_from_cache_only(upstream, daemon):
     r = d.send(q)
     assert r.rcode() == dns.rcode.REFUSED and r.flags & dns.flags.RA
     assert _ede(r)[0] == 20
-    assert upstream.count() == 0
+    assert upstream.count("cached.example.com") + upstream.count("uncached.example.com") == 0
 
 
 def test_failed_refresh_serves_stale_at_once(upstream, daemon):
