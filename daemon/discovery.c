@@ -27,6 +27,7 @@
 #include "query.h"
 #include "random.h"
 #include "regname.h"
+#include "saver.h"
 #include "server.h"
 #include "wire.h"
 
@@ -409,6 +410,7 @@ struct discovery {
 	char ***view;               /**< for discovery_endpoints() */
 	size_t n_view;
 	struct http *http;          /**< made when a registry uses the arm source */
+	struct saver *saver;        /**< writes the state files; made with the first change */
 };
 
 static struct known *known_get(struct discovery *d, const char *login, const char *state_dir)
@@ -510,6 +512,7 @@ void discovery_free(struct discovery *d)
 {
 	if (!d)
 		return;
+	saver_free(d->saver);       /* writes what still waits: the last state is kept */
 	for (size_t i = 0; i < d->n_tasks; i++)
 		task_free(d->tasks[i]);
 	free(d->tasks);
@@ -588,12 +591,32 @@ static void prefetch(struct server *s, const char *name)
 	query_prefetch(s, wire, (size_t)len, LDNS_RR_TYPE_AAAA);
 }
 
+static void save_failed(void *arg, const char *login, const char *why)
+{
+	(void)arg;
+	log_warn("discovery %s: not saved: %s", login, why);
+}
+
+/**
+ * Persist a registry's new list.  Off the loop: the fsyncs take as long as
+ * the disk likes, and answers must not wait for them.
+ */
+static void save(struct discovery *d, struct task *t, char *const *list)
+{
+	if (!d->saver && !(d->saver = saver_new(d->srv->loop, save_failed, NULL))) {
+		char why[512];
+		if (discovery_state_save(t->state_dir, t->login, list, why, sizeof(why)) < 0)
+			save_failed(NULL, t->login, why);
+		return;
+	}
+	saver_save(d->saver, t->state_dir, t->login, list);
+}
+
 /** A good document: adopt its list when it changed. */
 static void task_succeeded(struct task *t, char **list)
 {
 	struct discovery *d = t->d;
 	struct known *k = known_get(d, t->login, t->state_dir);
-	char why[512];
 
 	t->failures = 0;
 	t->last_error[0] = '\0';
@@ -612,7 +635,7 @@ static void task_succeeded(struct task *t, char **list)
 	char **old = k->endpoints;
 	k->endpoints = list;
 	/* The swap first: once "endpoint added" is logged the policy has it,
-	 * even while worker threads answer and the save below waits for the disk. */
+	 * even while worker threads answer; the save goes to the saver thread. */
 	d->changed(d->srv);
 	for (char **e = list; *e; e++)
 		if (!in_list(old, *e))
@@ -620,8 +643,7 @@ static void task_succeeded(struct task *t, char **list)
 	for (char **e = old; e && *e; e++)
 		if (!in_list(list, *e))
 			log_notice("discovery %s: endpoint removed: %s", t->login, *e);
-	if (discovery_state_save(t->state_dir, t->login, list, why, sizeof(why)) < 0)
-		log_warn("discovery %s: not saved: %s", t->login, why);
+	save(d, t, list);
 	/* After the swap: what left is no longer allowed; drop it from the cache. */
 	for (char **e = old; e && *e; e++) {
 		if (in_list(list, *e))

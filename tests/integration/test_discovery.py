@@ -46,6 +46,14 @@ def wait_for(pred, timeout=3.0):
     return pred()
 
 
+def saved_endpoints(tmp_path):
+    try:
+        saved = json.loads((tmp_path / "state" / f"{LOGIN}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return sorted(e["endpoint"] for e in saved["dataEndpoints"])
+
+
 EAST, WEST, NORTH = (f"contoso.{r}.data.azurecr.io" for r in ("eastus", "westus", "northeurope"))
 
 
@@ -70,9 +78,8 @@ def test_file_change_followed_within_a_second(upstream, daemon, tmp_path):
     log = d.read_log()
     assert f"discovery {LOGIN}: endpoint added: {NORTH}" in log
     assert f"discovery {LOGIN}: endpoint removed: {WEST}" in log
-    # Saved for the next start.
-    saved = json.loads((tmp_path / "state" / f"{LOGIN}.json").read_text())
-    assert sorted(e["endpoint"] for e in saved["dataEndpoints"]) == [EAST, NORTH]
+    # Saved for the next start (by a thread: answers do not wait for the disk).
+    assert wait_for(lambda: saved_endpoints(tmp_path) == [EAST, NORTH])
 
 
 def test_file_replaced_by_rename_is_followed(upstream, daemon, tmp_path):
@@ -180,6 +187,49 @@ def test_restart_with_source_down_uses_saved_set(upstream, daemon, tmp_path):
     # The check mode shows them too.
     out = subprocess.run([ACRDNSD, "-t", "-c", str(d2.conf)], capture_output=True, text=True)
     assert f"endpoint: {NORTH}" in out.stdout
+
+
+def test_burst_of_changes_saves_the_last_set_before_exit(upstream, daemon, tmp_path):
+    """The state is written off the loop; a change made just before the
+    daemon stops is still saved, and the last of a burst wins."""
+    script_upstream(upstream, EAST, WEST, NORTH)
+    src = tmp_path / "contoso.json"
+    src.write_text(doc(EAST))
+    cfg = discovery_config(upstream, tmp_path, f'{{ source = "file"; path = "{src}"; }}')
+    d = daemon(cfg)
+    assert wait_for(lambda: allowed(d, EAST))
+    for endpoints, new in (((EAST, WEST), WEST), ((WEST, NORTH), NORTH), ((NORTH,), None)):
+        marks = d.read_log().count(f"discovery {LOGIN}: endpoint")
+        tmp = tmp_path / "contoso.json.new"
+        tmp.write_text(doc(*endpoints))
+        tmp.rename(src)
+        assert wait_for(lambda: d.read_log().count(f"discovery {LOGIN}: endpoint") > marks)
+        if new:
+            assert wait_for(lambda: allowed(d, new))
+    assert wait_for(lambda: d.query(WEST).rcode() == dns.rcode.NXDOMAIN)
+    d.stop()   # at once: a save still waiting is written at exit
+    assert saved_endpoints(tmp_path) == [NORTH]
+    assert "not saved" not in d.read_log()
+    src.unlink()
+    d2 = daemon(cfg)
+    assert allowed(d2, NORTH)
+    assert d2.query(EAST).rcode() == dns.rcode.NXDOMAIN
+    assert "loaded saved endpoints" in d2.read_log()
+
+
+def test_state_that_cannot_be_saved_is_logged(upstream, daemon, tmp_path):
+    script_upstream(upstream, EAST, NORTH)
+    src = tmp_path / "contoso.json"
+    src.write_text(doc(EAST))
+    (tmp_path / "state").write_text("a file where the directory should be\n")
+    d = daemon(discovery_config(upstream, tmp_path, f'{{ source = "file"; path = "{src}"; }}'))
+    assert wait_for(lambda: allowed(d, EAST))
+    assert d.wait_log(f"discovery {LOGIN}: not saved: ")
+    # The change itself is made all the same.
+    tmp = tmp_path / "contoso.json.new"
+    tmp.write_text(doc(EAST, NORTH))
+    tmp.rename(src)
+    assert wait_for(lambda: allowed(d, NORTH))
 
 
 def test_config_checks_arm_settings(tmp_path):

@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check_suites.h"
 #include "discovery.h"
+#include "saver.h"
 
 static const char *login = "contoso.azurecr.io";
 
@@ -170,6 +172,87 @@ START_TEST(state_roundtrip)
 }
 END_TEST
 
+struct save_failures {
+	int n;
+	char login[64];
+	char why[512];
+};
+
+static void count_failure(void *arg, const char *login_server, const char *why)
+{
+	struct save_failures *f = arg;
+
+	f->n++;
+	snprintf(f->login, sizeof(f->login), "%s", login_server);
+	snprintf(f->why, sizeof(f->why), "%s", why);
+}
+
+/* A burst of changes, written by the thread: the file ends with the last one. */
+START_TEST(saver_writes_last_state)
+{
+	char dir[] = "/tmp/acrdns-saver-XXXXXX", sub[64];
+	char *a[] = { "contoso.eastus.data.azurecr.io", NULL };
+	char *b[] = { "contoso.eastus.data.azurecr.io", "contoso.westus.data.azurecr.io", NULL };
+	char *last[] = { "contoso.northeurope.data.azurecr.io", NULL };
+	struct save_failures f = { 0 };
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(sub, sizeof(sub), "%s/state", dir);
+	struct saver *sv = saver_new(loop, count_failure, &f);
+	ck_assert_ptr_nonnull(sv);
+	for (int i = 0; i < 200; i++)
+		saver_save(sv, sub, login, i % 2 ? b : a);
+	saver_save(sv, sub, login, last);
+	/* Some are written by now, the last maybe not: free writes what waits. */
+	saver_free(sv);
+	ck_assert_int_eq(f.n, 0);
+	char **back = discovery_state_load(sub, login);
+	ck_assert_ptr_nonnull(back);
+	ck_assert_str_eq(back[0], last[0]);
+	ck_assert_ptr_null(back[1]);
+	discovery_list_free(back);
+
+	/* Written while the caller goes on: it shows up without saver_free. */
+	sv = saver_new(loop, count_failure, &f);
+	saver_save(sv, sub, login, b);
+	for (int i = 0; i < 5000 && saver_pending(sv); i++)
+		usleep(1000);
+	ck_assert_int_eq((int)saver_pending(sv), 0);
+	back = discovery_state_load(sub, login);
+	ck_assert_ptr_nonnull(back);
+	ck_assert_str_eq(back[1], b[1]);
+	discovery_list_free(back);
+	saver_free(sv);
+	ev_loop_destroy(loop);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* A failed write is told to the loop, with the reason, as before. */
+START_TEST(saver_reports_failures_on_loop)
+{
+	char *a[] = { "contoso.eastus.data.azurecr.io", NULL };
+	struct save_failures f = { 0 };
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct saver *sv = saver_new(loop, count_failure, &f);
+
+	saver_save(sv, "/dev/null/state", login, a);   /* no directory can be made there */
+	for (int i = 0; i < 5000 && saver_pending(sv); i++)
+		usleep(1000);
+	ck_assert_int_eq(f.n, 0);   /* not from the thread */
+	for (int i = 0; i < 100 && f.n == 0; i++)
+		ev_run(loop, EVRUN_NOWAIT);
+	ck_assert_int_eq(f.n, 1);
+	ck_assert_str_eq(f.login, login);
+	ck_assert_msg(strstr(f.why, "/dev/null/state") != NULL, "%s", f.why);
+	saver_free(sv);
+	ev_loop_destroy(loop);
+}
+END_TEST
+
 Suite *discovery_suite(void)
 {
 	Suite *s = suite_create("discovery");
@@ -179,6 +262,8 @@ Suite *discovery_suite(void)
 	tcase_add_test(tc, rejected_documents);
 	tcase_add_test(tc, non_utf8_and_huge_documents);
 	tcase_add_test(tc, state_roundtrip);
+	tcase_add_test(tc, saver_writes_last_state);
+	tcase_add_test(tc, saver_reports_failures_on_loop);
 	suite_add_tcase(s, tc);
 	return s;
 }
