@@ -30,6 +30,7 @@
 #include "listener.h"
 #include "log.h"
 #include "loopdetect.h"
+#include "loopstall.h"
 #include "metrics.h"
 #include "nft.h"
 #include "notify.h"
@@ -771,7 +772,11 @@ int main(int argc, char **argv)
 	notify_watchdog_start(s->loop);
 
 	listener_batch_start(s->loop);
+	if (!(s->stall = loopstall_new(s->loop)))
+		log_err("loop stall watch: out of memory; acrdns_loop_stall_seconds stays 0");
 	ev_run(s->loop, 0);
+	loopstall_free(s->stall);
+	s->stall = NULL;
 	listener_batch_stop(s->loop);
 	struct stats total_at_exit;
 

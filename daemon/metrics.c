@@ -24,6 +24,7 @@
 #include "discovery.h"
 #include "health.h"
 #include "log.h"
+#include "loopstall.h"
 #include "metrics.h"
 #include "nft.h"
 #include "policy.h"
@@ -137,6 +138,9 @@ char *metrics_render(struct server *s)
 	char why[400];
 	head(&o, "ready", "gauge", "1 when GET /ready would answer 200.");
 	text_put(&o, "acrdns_ready %d\n", health_ready(s, why, sizeof(why)) ? 1 : 0);
+	head(&o, "loop_stall_seconds", "gauge", "Longest round of the main event loop's callbacks "
+	     "since start: answers on its sockets waited as long.");
+	text_put(&o, "acrdns_loop_stall_seconds %.6f\n", loopstall_max(s->stall));
 
 	head(&o, "queries_total", "counter", "Queries by transport and policy verdict.");
 	for (int t = 0; t < 2; t++)

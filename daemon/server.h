@@ -48,6 +48,7 @@ struct server {
 	ev_tstamp started;
 	struct reload *reloads;       /**< builds new configurations off the loop */
 	unsigned long names_builds;   /**< registries' names built for a discovery change */
+	struct loopstall *stall;      /**< times the main loop's rounds */
 	struct listener *listeners;
 	unsigned tcp_conns;
 	struct stats stats;
