@@ -1,4 +1,4 @@
-# Shared by bench.sh and load.sh: an unbound configuration on loopback.
+# Shared by bench.sh, load.sh and reload.sh: unbound configurations on loopback, free ports.
 # unbound_conf PORT WORKDIR [server lines...] > file
 #   the server: section with no daemon, chroot, user or logging, then the
 #   extra lines given (one argument per line).
@@ -33,4 +33,17 @@ upstream_conf() {
 		'local-zone: "azurecr.io." redirect' \
 		'local-data: "azurecr.io. 3600 IN A 192.0.2.2"'
 	printf 'remote-control:\n  control-enable: no\n'
+}
+
+# free_ports N: N distinct ports with no TCP or UDP socket bound on them now,
+# below the ephemeral range (so that no client socket takes one meanwhile),
+# picked at random so that runs started side by side do not pick the same.
+free_ports() {
+	local n=$1 used p picked=()
+	used=" $(ss -Hantu 2>/dev/null | awk '{ n = split($5, a, ":"); print a[n] }' | sort -u | tr '\n' ' ') "
+	while [ ${#picked[@]} -lt "$n" ]; do
+		p=$((20000 + RANDOM % 12000))
+		[[ $used == *" $p "* || " ${picked[*]} " == *" $p "* ]] || picked+=("$p")
+	done
+	echo "${picked[@]}"
 }

@@ -40,7 +40,7 @@ work=$(mktemp -d /tmp/acrdns-reload.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-UP=25373 ACR=25374
+read -r UP ACR < <(free_ports 2)
 
 upstream_conf $UP "$work" > "$work/upstream.conf"
 unbound -d -c "$work/upstream.conf" 2> "$work/unbound.log" & pids+=($!)
