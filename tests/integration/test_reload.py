@@ -175,3 +175,25 @@ def test_discovery_change_swaps_only_the_registry_names(upstream, daemon, tmp_pa
     (tmp_path / "contoso.json").write_text(doc(NORTH))
     assert wait_for(lambda: answered(d, EAST, dns.rcode.NXDOMAIN))
     assert builds(d) == {"rules": 1, "registry_names": before["registry_names"] + 2}
+
+
+def test_time_on_the_loop_is_logged_and_exported(upstream, daemon, tmp_path):
+    """What an operator has to tell a stall of the daemon's own from a busy
+    machine: each change's time on the loop in the log, the longest round of
+    the loop in the metrics."""
+    for name in (EAST, NORTH):
+        upstream.set(name, records=[f"{name} A 192.0.2.9"])
+    (tmp_path / "contoso.json").write_text(doc(EAST))
+    d = daemon(config(upstream, tmp_path))
+    assert wait_for(lambda: answered(d, EAST))
+    stall = re.search(r"^acrdns_loop_stall_seconds ([0-9.]+)$", ctl(d, "metrics").stdout, re.M)
+    assert stall, "no acrdns_loop_stall_seconds in the metrics"
+    assert float(stall.group(1)) >= 0
+    r = ctl(d, "reload")
+    assert r.returncode == 0, r.stderr
+    assert d.wait_log("ms on the loop (names ")
+    assert re.search(r"reload: [0-9.]+ ms on the loop \(names [0-9.]+, listeners", d.read_log())
+    (tmp_path / "contoso.json").write_text(doc(EAST, NORTH))
+    assert wait_for(lambda: answered(d, NORTH))
+    assert re.search(r"discovery: registries' names swapped in \(\d+\); the \d+ rules stay as built; "
+                     r"[0-9.]+ ms on the loop", d.read_log())

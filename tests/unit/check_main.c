@@ -63,6 +63,7 @@ int main(void)
 	srunner_add_suite(sr, loopdetect_suite());
 	srunner_add_suite(sr, forward_suite());
 	srunner_add_suite(sr, failcache_suite());
+	srunner_add_suite(sr, loopstall_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	tell_console(sr);

@@ -16,6 +16,7 @@ Suite *audit_suite(void);
 Suite *loopdetect_suite(void);
 Suite *forward_suite(void);
 Suite *failcache_suite(void);
+Suite *loopstall_suite(void);
 
 /** Write text to a new temporary file; returns its path (static buffer per call site). */
 char *unit_tmpfile(const char *name, const char *text);
