@@ -9,8 +9,10 @@
 #   discovery  - the registry gains or loses an endpoint every second (the
 #                discovery file is rewritten)
 # and for each prints the worst answer latency and the queries lost, then the
-# ratios of the worst latencies to the quiet run's.  Goals: ratios at most 2,
-# worst under 10 ms, nothing lost.
+# ratios of the worst latencies to the quiet run's.  Beside them, the longest
+# round of the daemon's main loop (acrdns_loop_stall_seconds, "-" for builds
+# without it): a worst latency far above it was the machine, not the daemon.
+# Goals: ratios at most 2, worst under 10 ms, nothing lost.
 #
 # With ACRDNSD_BASE set to another build (say, main's), the same runs are made
 # with it too, taking turns with ACRDNSD, so that both are measured in the
@@ -28,6 +30,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 top=$(cd "$here/../.." && pwd)
 ACRDNSD=${ACRDNSD:-$top/daemon/acrdnsd}
+ACRDNSCTL=${ACRDNSCTL:-$top/daemon/acrdnsctl}
 PATH=$PATH:/usr/sbin
 for tool in dnsperf unbound; do
 	command -v $tool >/dev/null || { echo "reload bench: $tool is missing (apt-get install dnsperf unbound)" >&2; exit 1; }
@@ -84,7 +87,7 @@ stop_acrdnsd() {
 }
 
 # One run: dnsperf at the fixed rate while the changes named by $1 happen.
-# Prints: worst latency in ms, queries lost, changes done.
+# Prints: worst latency in ms, queries lost, changes done, RSS, loop stall in ms.
 run() { # quiet|reload|discovery
 	local what=$1 t changes=0 flip=0
 	dnsperf -s 127.0.0.1 -p $ACR -d "$work/cached.txt" -l "$DUR" -c 4 -q 500 -Q "$RATE" -t 5 \
@@ -103,12 +106,14 @@ run() { # quiet|reload|discovery
 	wait $perf || true
 	sleep 1   # the last change's log line
 	rss1=$(awk '/VmRSS/ { print $2 }' "/proc/$ACR_PID/status")
-	local done_marks
+	local done_marks stall
+	stall=$("$ACRDNSCTL" -s "$work/control.sock" metrics 2>/dev/null |
+		awk '/^acrdns_loop_stall_seconds / { printf "%.2f", $2 * 1000; found = 1 } END { if (!found) print "-" }')
 	done_marks=$(( $(grep -c -E 'configuration reloaded|endpoint (added|removed)' "$work/acrdnsd.log" || true) - marks0 ))
-	awk -v done="$done_marks" -v asked="$changes" -v r0="$rss0" -v r1="$rss1" '
+	awk -v done="$done_marks" -v asked="$changes" -v r0="$rss0" -v r1="$rss1" -v stall="$stall" '
 		/Queries lost/ { lost = $3 }
 		/Average Latency/ { gsub(/[(),]/, ""); for (i = 1; i <= NF; i++) if ($i == "max") max = $(i + 1) }
-		END { printf "%.2f %d %d/%d %.0f->%.0f\n", max * 1000, lost, done, asked, r0 / 1024, r1 / 1024 }' "$work/perf.out"
+		END { printf "%.2f %d %d/%d %.0f->%.0f %s\n", max * 1000, lost, done, asked, r0 / 1024, r1 / 1024, stall }' "$work/perf.out"
 }
 
 declare -A WORST LOST DONE
@@ -119,11 +124,11 @@ for what in quiet reload discovery; do
 	for b in "${builds[@]}"; do
 		name=${b%%:*} bin=${b#*:}
 		start_acrdnsd "$bin"
-		read -r w l d m < <(run $what)
+		read -r w l d m st < <(run $what)
 		stop_acrdnsd
 		WORST[$name-$what]=$w LOST[$name-$what]=$l DONE[$name-$what]=$d
-		printf '  %-5s %-10s worst %8.2f ms, lost %s, changes applied/asked %s, RSS MB %s\n' \
-			"$name" "$what" "$w" "$l" "$d" "$m"
+		printf '  %-5s %-10s worst %8.2f ms, lost %s, changes applied/asked %s, RSS MB %s, loop stall ms %s\n' \
+			"$name" "$what" "$w" "$l" "$d" "$m" "$st"
 	done
 done
 
