@@ -603,7 +603,7 @@ static void save_failed(void *arg, const char *login, const char *why)
  */
 static void save(struct discovery *d, struct task *t, char *const *list)
 {
-	if (!d->saver && !(d->saver = saver_new(d->srv->loop, save_failed, NULL))) {
+	if (!d->saver && !(d->saver = saver_new(d->srv->loop, discovery_state_save, save_failed, NULL))) {
 		char why[512];
 		if (discovery_state_save(t->state_dir, t->login, list, why, sizeof(why)) < 0)
 			save_failed(NULL, t->login, why);

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "discovery.h"
 #include "saver.h"
 
 struct job {
@@ -34,6 +33,7 @@ struct failure {
 
 struct saver {
 	struct ev_loop *loop;
+	saver_write_fn write;
 	saver_failed_fn failed;
 	void *arg;
 	ev_async failed_w;
@@ -48,13 +48,20 @@ struct saver {
 	bool quit;
 };
 
+static void list_free(char **list)
+{
+	for (char **p = list; p && *p; p++)
+		free(*p);
+	free(list);
+}
+
 static void job_free(struct job *j)
 {
 	if (!j)
 		return;
 	free(j->dir);
 	free(j->login);
-	discovery_list_free(j->list);
+	list_free(j->list);
 	free(j);
 }
 
@@ -67,7 +74,7 @@ static char **list_copy(char *const *list)
 	char **copy = calloc(n + 1, sizeof(*copy));
 	for (size_t i = 0; copy && i < n; i++)
 		if (!(copy[i] = strdup(list[i]))) {
-			discovery_list_free(copy);
+			list_free(copy);
 			return NULL;
 		}
 	return copy;
@@ -100,7 +107,7 @@ static void *run(void *arg)
 			if (!(sv->head = j->next))
 				sv->tail = &sv->head;
 			pthread_mutex_unlock(&sv->mu);
-			int rc = discovery_state_save(j->dir, j->login, j->list, why, sizeof(why));
+			int rc = sv->write(j->dir, j->login, j->list, why, sizeof(why));
 			pthread_mutex_lock(&sv->mu);
 			if (rc < 0)
 				report(sv, j, why);
@@ -146,13 +153,15 @@ static void failed_cb(struct ev_loop *loop, ev_async *w, int revents)
 	deliver(w->data);
 }
 
-struct saver *saver_new(struct ev_loop *loop, saver_failed_fn failed, void *arg)
+struct saver *saver_new(struct ev_loop *loop, saver_write_fn write, saver_failed_fn failed,
+			void *arg)
 {
 	struct saver *sv = calloc(1, sizeof(*sv));
 
 	if (!sv)
 		return NULL;
 	sv->loop = loop;
+	sv->write = write;
 	sv->failed = failed;
 	sv->arg = arg;
 	sv->tail = &sv->head;
@@ -186,7 +195,7 @@ void saver_save(struct saver *sv, const char *state_dir, const char *login,
 		/* Written late is worse than written slowly: do it here. */
 		char why[512];
 		job_free(j);
-		if (discovery_state_save(state_dir, login, endpoints, why, sizeof(why)) < 0)
+		if (sv->write(state_dir, login, endpoints, why, sizeof(why)) < 0)
 			sv->failed(sv->arg, login, why);
 		return;
 	}

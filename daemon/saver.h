@@ -21,17 +21,27 @@
 struct saver;
 
 /**
+ * In the thread: write list (NULL-terminated) as login's state in
+ * state_dir, durably.  discovery_state_save() is the one acrdnsd uses.
+ * @return 0, or -1 with why set
+ */
+typedef int (*saver_write_fn)(const char *state_dir, const char *login, char *const *list,
+			      char *why, size_t whylen);
+
+/**
  * On the loop, after a save failed.  login names the registry, why says
- * what went wrong (as discovery_state_save sets it).
+ * what went wrong (as the write function set it).
  */
 typedef void (*saver_failed_fn)(void *arg, const char *login, const char *why);
 
 /**
+ * @param write does each save, in the thread
  * @param failed called on loop for each failed save
  * @return the saver (its thread starts with the first save), or NULL when
  *         out of memory
  */
-struct saver *saver_new(struct ev_loop *loop, saver_failed_fn failed, void *arg);
+struct saver *saver_new(struct ev_loop *loop, saver_write_fn write, saver_failed_fn failed,
+			void *arg);
 
 /**
  * Have login's endpoints (NULL-terminated) written to state_dir.  The list

@@ -199,7 +199,7 @@ START_TEST(saver_writes_last_state)
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(sub, sizeof(sub), "%s/state", dir);
-	struct saver *sv = saver_new(loop, count_failure, &f);
+	struct saver *sv = saver_new(loop, discovery_state_save, count_failure, &f);
 	ck_assert_ptr_nonnull(sv);
 	for (int i = 0; i < 200; i++)
 		saver_save(sv, sub, login, i % 2 ? b : a);
@@ -214,7 +214,7 @@ START_TEST(saver_writes_last_state)
 	discovery_list_free(back);
 
 	/* Written while the caller goes on: it shows up without saver_free. */
-	sv = saver_new(loop, count_failure, &f);
+	sv = saver_new(loop, discovery_state_save, count_failure, &f);
 	saver_save(sv, sub, login, b);
 	for (int i = 0; i < 5000 && saver_pending(sv); i++)
 		usleep(1000);
@@ -237,7 +237,7 @@ START_TEST(saver_reports_failures_on_loop)
 	char *a[] = { "contoso.eastus.data.azurecr.io", NULL };
 	struct save_failures f = { 0 };
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct saver *sv = saver_new(loop, count_failure, &f);
+	struct saver *sv = saver_new(loop, discovery_state_save, count_failure, &f);
 
 	saver_save(sv, "/dev/null/state", login, a);   /* no directory can be made there */
 	for (int i = 0; i < 5000 && saver_pending(sv); i++)
