@@ -13,6 +13,7 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,9 @@ static void *run(void *arg)
 	/* Behind the loop and the workers when the CPUs are busy: a reload may
 	 * take a little longer, answers may not.  Not logged when it fails:
 	 * the loop may be changing the log settings meanwhile. */
-	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	struct sched_param idle = { 0 };
+	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle) != 0)
+		(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
 		if (r->trash) {
