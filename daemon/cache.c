@@ -238,35 +238,55 @@ static uint32_t clamp(uint32_t v, uint32_t lo, uint32_t hi)
 	return v < lo ? lo : v > hi ? hi : v;
 }
 
-int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
-		  struct cache_answer *a)
+/** What the walk over an upstream reply's records found. */
+struct prepare_scan {
+	uint16_t kept[3];   /* records copied, per section */
+	uint32_t min_ttl;   /* the smallest TTL copied, UINT32_MAX when none */
+	uint32_t soa_ttl;   /* the authority SOA's negative TTL, UINT32_MAX when none */
+	bool cacheable;     /* false when there were more records than TTL offsets */
+};
+
+/**
+ * Check the question and copy the header and question to a->msg.
+ * @return the offset after the question, or 0 when the message is malformed
+ */
+static size_t prepare_question(const uint8_t *reply, size_t len, struct cache_answer *a)
 {
-	size_t pos = WIRE_HDR, out;
-	struct wire_rr rr;
-	unsigned counts[3], total;
-	uint32_t min_ttl = UINT32_MAX, soa_ttl = UINT32_MAX;
-	bool cacheable = true;
+	size_t pos = WIRE_HDR;
 	int n;
 
 	if (len < WIRE_HDR || len > sizeof(a->msg) || wire_get16(reply + 4) != 1)
-		return -1;
+		return 0;
 	n = wire_name_read(reply, len, &pos, NULL);
 	/* An uncompressed question, so that a client's spelling of the same
 	 * name fits over it byte for byte. */
 	if (n < 0 || pos - WIRE_HDR != (size_t)n || pos + 4 > len)
-		return -1;
+		return 0;
 	pos += 4;
 	/* The question is copied uncompressed at offset 12, as the client
 	 * will see it; the rest is copied record by record, leaving out OPT. */
 	memcpy(a->msg, reply, pos);
-	out = pos;
+	return pos;
+}
+
+/**
+ * Copy the records after the question (at pos) to a->msg, leaving out OPT,
+ * recording where each TTL lives and what the TTLs say.
+ * @return 0, or -1 when the message is malformed
+ */
+static int prepare_records(const uint8_t *reply, size_t len, size_t pos, struct cache_answer *a,
+			   struct prepare_scan *scan)
+{
+	size_t out = pos;
+	struct wire_rr rr;
+	unsigned counts[3], total;
+
 	a->nttl = 0;
 	a->has_target = false;
 	counts[0] = wire_get16(reply + 6);
 	counts[1] = wire_get16(reply + 8);
 	counts[2] = wire_get16(reply + 10);
 	total = counts[0] + counts[1] + counts[2];
-	uint16_t kept[3] = { 0, 0, 0 };
 	for (unsigned i = 0; i < total; i++) {
 		int section = i < counts[0] ? 0 : i < counts[0] + counts[1] ? 1 : 2;
 		size_t start = pos;
@@ -278,7 +298,7 @@ int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
 			continue;
 		}
 		if (a->nttl == CACHE_MAX_RRS) {
-			cacheable = false;
+			scan->cacheable = false;
 		} else {
 			a->ttl_off[a->nttl++] = (uint16_t)(out + (rr.fixed - start) + 4);
 		}
@@ -287,7 +307,7 @@ int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
 			a->has_target = true;
 		if (section == 1 && rr.type == LDNS_RR_TYPE_SOA && rr.rdlen >= 22) {
 			uint32_t minimum = wire_get32(reply + rr.rdata + rr.rdlen - 4);
-			soa_ttl = ttl < minimum ? ttl : minimum;
+			scan->soa_ttl = ttl < minimum ? ttl : minimum;
 		}
 		/* OPT is left out; a record after it would move, and a
 		 * compression pointer into it would then point astray. */
@@ -295,45 +315,74 @@ int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
 			return -1;
 		memcpy(a->msg + out, reply + start, pos - start);
 		out += pos - start;
-		kept[section]++;
-		if (ttl < min_ttl)
-			min_ttl = ttl;
+		scan->kept[section]++;
+		if (ttl < scan->min_ttl)
+			scan->min_ttl = ttl;
 	}
 	a->len = (uint16_t)out;
-	wire_put16(a->msg + 6, kept[0]);
-	wire_put16(a->msg + 8, kept[1]);
-	wire_put16(a->msg + 10, kept[2]);
+	wire_put16(a->msg + 6, scan->kept[0]);
+	wire_put16(a->msg + 8, scan->kept[1]);
+	wire_put16(a->msg + 10, scan->kept[2]);
+	return 0;
+}
 
-	uint16_t flags = wire_get16(reply + 2);
+/** @return how long an answer with these flags and records may be cached */
+static uint32_t prepare_ttl(uint16_t flags, const struct prepare_scan *scan, const struct cache_ttl *lim)
+{
 	uint8_t rcode = WIRE_RCODE(flags);
 	uint32_t ttl;
+
 	if (flags & WIRE_TC) {
 		ttl = 0;
-	} else if (rcode == LDNS_RCODE_NXDOMAIN || (rcode == LDNS_RCODE_NOERROR && kept[0] == 0)) {
+	} else if (rcode == LDNS_RCODE_NXDOMAIN || (rcode == LDNS_RCODE_NOERROR && scan->kept[0] == 0)) {
 		/* RFC 2308 5: negative answers live as long as the SOA says,
 		 * and are not cached without one. */
-		ttl = soa_ttl == UINT32_MAX ? 0 : soa_ttl;
+		ttl = scan->soa_ttl == UINT32_MAX ? 0 : scan->soa_ttl;
 		if (ttl > lim->negative_ttl)
 			ttl = lim->negative_ttl;
 	} else if (rcode == LDNS_RCODE_NOERROR) {
-		ttl = clamp(min_ttl == UINT32_MAX ? 0 : min_ttl, lim->min_ttl, lim->max_ttl);
+		ttl = clamp(scan->min_ttl == UINT32_MAX ? 0 : scan->min_ttl, lim->min_ttl, lim->max_ttl);
 	} else {
 		ttl = 0; /* SERVFAIL, REFUSED, ...: never cached */
 	}
-	/* Rewrite every TTL so that aging from the stored value is exact:
-	 * raised to min_ttl, cut to max_ttl, and for a negative answer cut
-	 * to the negative TTL so the SOA tells clients the same. */
+	return ttl;
+}
+
+/**
+ * Rewrite every TTL so that aging from the stored value is exact:
+ * raised to min_ttl, cut to max_ttl, and for a negative answer
+ * (negative true) cut to the negative TTL so the SOA tells clients the same.
+ */
+static void prepare_rewrite_ttls(struct cache_answer *a, const struct cache_ttl *lim, uint32_t ttl,
+				 bool negative)
+{
 	for (unsigned i = 0; i < a->nttl; i++) {
 		uint8_t *p = a->msg + a->ttl_off[i];
 		uint32_t t = wire_get32(p);
 		if (t > INT32_MAX)
 			t = 0;
 		t = clamp(t, lim->min_ttl, lim->max_ttl);
-		if (kept[0] == 0 || rcode == LDNS_RCODE_NXDOMAIN)
+		if (negative)
 			t = t > ttl ? ttl : t;
 		wire_put32(p, t);
 	}
-	a->ttl = cacheable ? ttl : 0;
+}
+
+int cache_prepare(const uint8_t *reply, size_t len, const struct cache_ttl *lim,
+		  struct cache_answer *a)
+{
+	struct prepare_scan scan = { { 0, 0, 0 }, UINT32_MAX, UINT32_MAX, true };
+	size_t pos;
+
+	if (!(pos = prepare_question(reply, len, a)))
+		return -1;
+	if (prepare_records(reply, len, pos, a, &scan) < 0)
+		return -1;
+	uint16_t flags = wire_get16(reply + 2);
+	uint32_t ttl = prepare_ttl(flags, &scan, lim);
+	prepare_rewrite_ttls(a, lim, ttl,
+			     scan.kept[0] == 0 || WIRE_RCODE(flags) == LDNS_RCODE_NXDOMAIN);
+	a->ttl = scan.cacheable ? ttl : 0;
 	return 0;
 }
 
