@@ -51,18 +51,24 @@ static int keep_net_admin(void)
 	return (int)syscall(SYS_capset, &h, d);
 }
 
-int privs_drop(const struct config *cfg, const char *control_socket, char *err, size_t errlen)
+/** Who the daemon becomes. */
+struct privs_user {
+	const char *name;
+	uid_t uid;
+	gid_t gid;
+};
+
+/**
+ * Look up the configured user (or 'nobody' for a default user that does not
+ * exist) and group.
+ * @return 0, or -1 with err set
+ */
+static int find_user(const struct config *cfg, struct privs_user *u, char *err, size_t errlen)
 {
 	const char *name = cfg->user;
 	struct passwd *pw;
 	gid_t gid;
 
-	if (geteuid() != 0)
-		return 0;
-	if (strcmp(name, "root") == 0) {
-		log_warn("running as root because the configuration says user = \"root\"");
-		return 0;
-	}
 	errno = 0;
 	if (!(pw = getpwnam(name)) && !cfg->user_set) {
 		/* The default user is created by the package (sysusers.d); a
@@ -91,7 +97,19 @@ int privs_drop(const struct config *cfg, const char *control_socket, char *err, 
 		}
 		gid = gr->gr_gid;
 	}
-	uid_t uid = pw->pw_uid;
+	u->name = name;
+	u->uid = pw->pw_uid;
+	u->gid = gid;
+	return 0;
+}
+
+/** Hand the user what the daemon writes after the drop; a failure only costs that. */
+static void hand_over(const struct config *cfg, const char *control_socket, const struct privs_user *u)
+{
+	const char *name = u->name;
+	uid_t uid = u->uid;
+	gid_t gid = u->gid;
+
 	/* What the daemon writes after this: its discovery state and socket. */
 	if (make_dir(cfg->state_dir) < 0 || chown(cfg->state_dir, uid, gid) < 0)
 		log_warn("state_dir %s: cannot hand it to %s: %s; discovered endpoints will not be saved",
@@ -107,7 +125,19 @@ int privs_drop(const struct config *cfg, const char *control_socket, char *err, 
 	    control_socket[sizeof(rundir) - 1] == '/' && stat(rundir, &st) == 0 && st.st_uid == 0 &&
 	    chown(rundir, uid, gid) < 0)
 		log_warn("%s: cannot hand it to %s: %s", rundir, name, strerror(errno));
-	bool nft = cfg->nft.enabled;
+}
+
+/**
+ * Become the user for good: groups, group, user, keeping only
+ * CAP_NET_ADMIN when nft is on; then check that root cannot be regained.
+ * @return 0, or -1 with err set
+ */
+static int become_user(const struct privs_user *u, bool nft, char *err, size_t errlen)
+{
+	const char *name = u->name;
+	uid_t uid = u->uid;
+	gid_t gid = u->gid;
+
 	if (nft && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) {
 		snprintf(err, errlen, "cannot keep CAP_NET_ADMIN for nftables: %s", strerror(errno));
 		return -1;
@@ -130,7 +160,26 @@ int privs_drop(const struct config *cfg, const char *control_socket, char *err, 
 		snprintf(err, errlen, "root could be regained after dropping privileges; stopping");
 		return -1;
 	}
-	log_notice("running as user %s (uid %u, gid %u)%s", name, (unsigned)uid, (unsigned)gid,
+	return 0;
+}
+
+int privs_drop(const struct config *cfg, const char *control_socket, char *err, size_t errlen)
+{
+	struct privs_user u;
+	bool nft = cfg->nft.enabled;
+
+	if (geteuid() != 0)
+		return 0;
+	if (strcmp(cfg->user, "root") == 0) {
+		log_warn("running as root because the configuration says user = \"root\"");
+		return 0;
+	}
+	if (find_user(cfg, &u, err, errlen) < 0)
+		return -1;
+	hand_over(cfg, control_socket, &u);
+	if (become_user(&u, nft, err, errlen) < 0)
+		return -1;
+	log_notice("running as user %s (uid %u, gid %u)%s", u.name, (unsigned)u.uid, (unsigned)u.gid,
 		   nft ? " with CAP_NET_ADMIN for nftables" : "");
 	return 0;
 }
