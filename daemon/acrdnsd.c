@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "audit.h"
 #include "control.h"
 #include "discovery.h"
@@ -111,7 +112,7 @@ static int reconcile_listeners(struct server *s, const struct config *cfg, char 
 	}
 	for (size_t i = 0; i < n_listen && rc == 0; i++) {
 		for (struct listener *l = s->listeners; l; l = l->next)
-			if (config_addr_equal(&l->addr, &cfg->listen[i]))
+			if (address_equal(&l->addr, &cfg->listen[i]))
 				next[i] = l;
 		for (size_t j = 0; j < i && next[i]; j++)
 			if (next[j] == next[i])
@@ -121,7 +122,7 @@ static int reconcile_listeners(struct server *s, const struct config *cfg, char 
 			if (!(next[i] = listener_open(s, &cfg->listen[i], query_listener_handle, s))) {
 				char name[64];
 				int e = errno;
-				config_addr_str((const struct sockaddr *)&cfg->listen[i].ss, name, sizeof(name));
+				address_str((const struct sockaddr *)&cfg->listen[i].ss, name, sizeof(name));
 				snprintf(err, errlen, "cannot listen on %s: %s", name, strerror(e));
 				rc = -1;
 			}
@@ -421,7 +422,7 @@ static int check_upstream_list(const struct config *cfg, const struct cfg_upstre
 				n < 0 ? "cannot be read" : n == 0 ? "names no nameserver"
 				: "names only this daemon's own listeners");
 		} else {
-			config_addr_str((const struct sockaddr *)&list[i].addr.ss, buf, sizeof(buf));
+			address_str((const struct sockaddr *)&list[i].addr.ss, buf, sizeof(buf));
 			fprintf(stderr, "%s%s is this daemon's own listener", i ? "; " : "", buf);
 		}
 	}
@@ -454,7 +455,7 @@ static void print_upstream_list(const struct cfg_upstream *list, size_t n)
 			printf("%sfile:%s (%d nameservers now)", i ? ", " : "", list[i].file, k < 0 ? 0 : k);
 			free(a);
 		} else {
-			config_addr_str((const struct sockaddr *)&list[i].addr.ss, buf, sizeof(buf));
+			address_str((const struct sockaddr *)&list[i].addr.ss, buf, sizeof(buf));
 			printf("%s%s", i ? ", " : "", buf);
 		}
 	}
@@ -471,7 +472,7 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 		printf("audit: on: nothing is denied; names the policy would deny are forwarded, "
 		       "logged and counted (acrdnsctl audit)\n");
 	for (size_t i = 0; i < cfg->n_listen; i++) {
-		config_addr_str((const struct sockaddr *)&cfg->listen[i].ss, buf, sizeof(buf));
+		address_str((const struct sockaddr *)&cfg->listen[i].ss, buf, sizeof(buf));
 		printf("listen: %s (udp, tcp)\n", buf);
 	}
 	for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -531,7 +532,7 @@ static void print_summary(const struct config *cfg, const struct policy *p)
 		       cfg->user, cfg->user_set ? "" : " (default; 'nobody' when it does not exist)",
 		       cfg->group ? cfg->group : "the user's");
 	if (cfg->metrics_listen.len) {
-		config_addr_str((const struct sockaddr *)&cfg->metrics_listen.ss, buf, sizeof(buf));
+		address_str((const struct sockaddr *)&cfg->metrics_listen.ss, buf, sizeof(buf));
 		printf("metrics: http://%s/metrics\n", buf);
 	}
 	if (cfg->nft.enabled)

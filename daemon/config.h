@@ -13,21 +13,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "address.h"
 #include "log.h"
 
 #define CONFIG_DEFAULT_PATH SYSCONFDIR "/acrdns/acrdnsd.conf"
-
-struct cfg_addr {
-	struct sockaddr_storage ss;
-	socklen_t len;
-};
-
-/** A network in CIDR form; addr holds 4 or 16 bytes. */
-struct cfg_net {
-	int family;
-	uint8_t addr[16];
-	int prefix;
-};
 
 /** A string with the line it came from, for messages that point at it. */
 struct cfg_str {
@@ -167,24 +156,6 @@ void config_free(struct config *cfg);
  * @return the zone, or NULL: the name goes to `upstreams`
  */
 const struct cfg_forward *config_forward_find(const struct config *cfg, const uint8_t *name, size_t len);
-
-/**
- * Parse "addr", "addr:port", "[v6]" or "[v6]:port".
- * @return 0, or -1 when it is not an address
- */
-int config_parse_addr(const char *text, uint16_t default_port, struct cfg_addr *out);
-
-/** Parse "addr/prefix" or "addr". @return 0 or -1 */
-int config_parse_net(const char *text, struct cfg_net *out);
-
-/** @return true when addr lies in net (IPv4-mapped IPv6 counts as IPv4). */
-bool config_net_contains(const struct cfg_net *net, const struct sockaddr *addr);
-
-/** @return true when two addresses have the same family, address and port. */
-bool config_addr_equal(const struct cfg_addr *a, const struct cfg_addr *b);
-
-/** Format an address as "1.2.3.4#53" or "::1#53" into buf (64 bytes). */
-void config_addr_str(const struct sockaddr *addr, char *buf, size_t len);
 
 /** Names of the configuration keys, for checking that the manual has them all. */
 extern const char *const config_keys[];

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "audit.h"
 #include "cache.h"
 #include "control.h"
@@ -108,7 +109,7 @@ static void put_loop(void *arg, const struct cfg_addr *server)
 	char name[64];
 	struct status_loops *x = arg;
 
-	config_addr_str((const struct sockaddr *)&server->ss, name, sizeof(name));
+	address_str((const struct sockaddr *)&server->ss, name, sizeof(name));
 	if (x->arr)
 		json_array_append_new(x->arr, json_string(name));
 	else
@@ -304,7 +305,7 @@ static void put_route(void *arg, const char *zone, const struct cfg_addr *addr,
 	(void)zone;
 	(void)n;
 
-	config_addr_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
+	address_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
 	if (r->arr)
 		json_array_append_new(r->arr, json_string(a));
 	else

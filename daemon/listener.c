@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
@@ -93,7 +94,7 @@ size_t listener_inherit(void)
 		}
 		fcntl(h->fd, F_SETFD, FD_CLOEXEC);
 		fcntl(h->fd, F_SETFL, fcntl(h->fd, F_GETFL) | O_NONBLOCK);
-		config_addr_str((const struct sockaddr *)&h->addr.ss, name, sizeof(name));
+		address_str((const struct sockaddr *)&h->addr.ss, name, sizeof(name));
 		log_info("socket activation: %s (%s) passed by the service manager", name,
 			 h->type == SOCK_DGRAM ? "udp" : "tcp");
 		n_inherited++;
@@ -105,7 +106,7 @@ size_t listener_inherit(void)
 static int take_inherited(const struct cfg_addr *a, int type)
 {
 	for (size_t i = 0; i < n_inherited; i++) {
-		if (inherited[i].type == type && config_addr_equal(&inherited[i].addr, a)) {
+		if (inherited[i].type == type && address_equal(&inherited[i].addr, a)) {
 			int fd = inherited[i].fd;
 			inherited[i] = inherited[--n_inherited];
 			return fd;
@@ -261,7 +262,7 @@ static struct listener *open_listener(struct server *srv, const struct cfg_addr 
 	struct listener *l = calloc(1, sizeof(*l));
 	char name[64];
 
-	config_addr_str((const struct sockaddr *)&addr->ss, name, sizeof(name));
+	address_str((const struct sockaddr *)&addr->ss, name, sizeof(name));
 	if (!l) {
 		log_err("listen %s: out of memory", name);
 		return NULL;
@@ -316,7 +317,7 @@ void listener_start(struct listener *l)
 		ev_io_start(l->srv->loop, &l->udp_io);
 	if (l->tcp_fd >= 0)
 		ev_io_start(l->srv->loop, &l->tcp_io);
-	config_addr_str((const struct sockaddr *)&l->addr.ss, name, sizeof(name));
+	address_str((const struct sockaddr *)&l->addr.ss, name, sizeof(name));
 	if (l->worker)
 		return;
 	log_info("listening on %s (%s%s%s)%s", name, l->udp_fd >= 0 ? "udp" : "",

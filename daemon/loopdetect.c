@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "log.h"
 #include "loopdetect.h"
 #include "random.h"
@@ -210,7 +211,7 @@ static size_t build(const struct probe *p, uint8_t *out)
 static bool probed(const struct loopdetect *ld, const struct cfg_addr *addr)
 {
 	for (size_t i = 0; i < ld->n; i++)
-		if (config_addr_equal(&ld->probes[i].server, addr))
+		if (address_equal(&ld->probes[i].server, addr))
 			return true;
 	return false;
 }
@@ -236,7 +237,7 @@ void loopdetect_check(struct loopdetect *ld, const struct cfg_addr *servers, siz
 			continue;   /* in two zones' sets: one probe says it for both */
 		struct probe *p = &ld->probes[ld->n];
 		int fd = socket_for(ld, servers[i].ss.ss_family);
-		config_addr_str((const struct sockaddr *)&servers[i].ss, name, sizeof(name));
+		address_str((const struct sockaddr *)&servers[i].ss, name, sizeof(name));
 		memset(p, 0, sizeof(*p));
 		p->server = servers[i];
 		for (size_t k = 0; k < TOKEN_LEN; k++)
@@ -274,8 +275,8 @@ bool loopdetect_arrived(struct loopdetect *ld, const uint8_t *qname, size_t len,
 		return true;  /* a second copy of the same probe (a retry on the way) */
 	p->state = PROBE_LOOP;
 	STAT_INC(ld->srv->stats.upstream_loops);
-	config_addr_str((const struct sockaddr *)&p->server.ss, server, sizeof(server));
-	config_addr_str((const struct sockaddr *)peer, from, sizeof(from));
+	address_str((const struct sockaddr *)&p->server.ss, server, sizeof(server));
+	address_str((const struct sockaddr *)peer, from, sizeof(from));
 	log_err("upstream %s is a loop: a probe sent to it came back to acrdnsd from %s "
 		"(acrdnsd -> %s -> ... -> %s -> acrdnsd); dropped until the upstream list changes. "
 		"Forward to the real servers instead (with systemd-resolved: "

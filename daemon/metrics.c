@@ -20,6 +20,7 @@
 #include <microhttpd.h>
 #endif
 
+#include "address.h"
 #include "cache.h"
 #include "discovery.h"
 #include "health.h"
@@ -63,7 +64,7 @@ static char *server_labels(const char *zone, const struct cfg_addr *addr, char *
 {
 	char a[64], la[160], lz[WIRE_NAME_STRLEN * 2];
 
-	config_addr_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
+	address_str((const struct sockaddr *)&addr->ss, a, sizeof(a));
 	snprintf(buf, len, "upstream=\"%s\",zone=\"%s\"", label(a, la, sizeof(la)),
 		 label(zone, lz, sizeof(lz)));
 	return buf;
@@ -358,13 +359,13 @@ int metrics_configure(struct server *s, const struct config *cfg)
 		ev_init(&m->timer, timer_cb);
 		m->io.data = m->timer.data = m;
 	}
-	if (m->mhd && config_addr_equal(&m->addr, &cfg->metrics_listen))
+	if (m->mhd && address_equal(&m->addr, &cfg->metrics_listen))
 		return 0;
 	if (!cfg->metrics_listen.len) {
 		http_close(m);
 		return 0;
 	}
-	config_addr_str((const struct sockaddr *)&cfg->metrics_listen.ss, name, sizeof(name));
+	address_str((const struct sockaddr *)&cfg->metrics_listen.ss, name, sizeof(name));
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 			 (cfg->metrics_listen.ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
 	struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, answer, m,

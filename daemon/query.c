@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "address.h"
 #include "audit.h"
 #include "failcache.h"
 #include "listener.h"
@@ -42,7 +43,7 @@ static void log_decision(const struct server *s, const struct reply_to *rt,
 	if (s->cfg->log_queries == QLOG_NONE ||
 	    (s->cfg->log_queries == QLOG_DENIED && !verdict_logged_as_denied(d->verdict)))
 		return;
-	config_addr_str((const struct sockaddr *)&rt->peer, peer, sizeof(peer));
+	address_str((const struct sockaddr *)&rt->peer, peer, sizeof(peer));
 	wire_name_str(q->qname, name);
 	log_query(&(struct log_query_fields){
 		.client = peer, .proto = rt->tcp ? "tcp" : "udp", .name = name,
@@ -148,7 +149,7 @@ static void reply_error(struct server *s, const struct reply_to *rt, const struc
 static bool access_allowed(const struct config *cfg, const struct sockaddr_storage *peer)
 {
 	for (size_t i = 0; i < cfg->n_access; i++)
-		if (config_net_contains(&cfg->access[i], (const struct sockaddr *)peer))
+		if (address_net_contains(&cfg->access[i], (const struct sockaddr *)peer))
 			return true;
 	return false;
 }
@@ -156,7 +157,7 @@ static bool access_allowed(const struct config *cfg, const struct sockaddr_stora
 static bool rate_exempt(const struct config *cfg, const struct sockaddr_storage *peer)
 {
 	for (size_t i = 0; i < cfg->rate_limit.n_exempt; i++)
-		if (config_net_contains(&cfg->rate_limit.exempt[i], (const struct sockaddr *)peer))
+		if (address_net_contains(&cfg->rate_limit.exempt[i], (const struct sockaddr *)peer))
 			return true;
 	return false;
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "address.h"
 #include "server.h"
 #include "upstream.h"
 #include "upstream_attempt.h"
@@ -173,7 +174,7 @@ static int tries_of(const struct inflight *f, const struct cfg_addr *addr)
 	int tries = 0;
 
 	for (int j = 0; j < f->n_att; j++)
-		tries += config_addr_equal(&f->att[j].addr, addr);
+		tries += address_equal(&f->att[j].addr, addr);
 	return tries;
 }
 
@@ -266,7 +267,7 @@ static void note_failure(struct inflight *f, const struct upstream_attempt *a,
 
 	if (rank < f->why_rank)
 		return;
-	config_addr_str((const struct sockaddr *)&a->addr.ss, addr, sizeof(addr));
+	address_str((const struct sockaddr *)&a->addr.ss, addr, sizeof(addr));
 	f->why_rank = rank;
 	if (end == UPSTREAM_ATTEMPT_REFUSED) {
 		const ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, a->rcode);

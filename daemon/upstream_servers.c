@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "address.h"
 #include "log.h"
 #include "server.h"
 #include "upstream_servers.h"
@@ -24,7 +25,7 @@ bool upstream_is_self(const struct cfg_addr *listen, size_t n_listen, const stru
 {
 	for (size_t i = 0; i < n_listen; i++) {
 		const struct cfg_addr *l = &listen[i];
-		if (config_addr_equal(l, addr))
+		if (address_equal(l, addr))
 			return true;
 		if (l->ss.ss_family != addr->ss.ss_family)
 			continue;
@@ -103,14 +104,14 @@ static void rebuild(struct upstream_servers *u)
 		}
 		for (int j = 0; j < na; j++) {
 			bool dup = false;
-			config_addr_str((const struct sockaddr *)&addrs[j].ss, name, sizeof(name));
+			address_str((const struct sockaddr *)&addrs[j].ss, name, sizeof(name));
 			if (is_self(u, &addrs[j])) {
 				log_warn("upstream %s%s%s is this daemon's own listener; skipped", name,
 					 u->zone ? " for zone " : "", u->zone ? u->zone : "");
 				continue;
 			}
 			for (size_t k = 0; k < n; k++)
-				dup |= config_addr_equal(&list[k].addr, &addrs[j]);
+				dup |= address_equal(&list[k].addr, &addrs[j]);
 			if (dup)
 				continue;
 			struct upstream_server *l2 = realloc(list, (n + 1) * sizeof(*l2));
@@ -120,7 +121,7 @@ static void rebuild(struct upstream_servers *u)
 			memset(&list[n], 0, sizeof(list[n]));
 			list[n].addr = addrs[j];
 			for (size_t k = 0; k < u->n; k++)
-				if (config_addr_equal(&u->list[k].addr, &addrs[j]))
+				if (address_equal(&u->list[k].addr, &addrs[j]))
 					list[n] = u->list[k];
 			/* Without a pool (no memory), its sockets are its attempts' own. */
 			if (!list[n].pool)
@@ -132,7 +133,7 @@ static void rebuild(struct upstream_servers *u)
 	for (size_t k = 0; k < u->n; k++) {
 		bool kept = false;
 		for (size_t i = 0; i < n && !kept; i++)
-			kept = config_addr_equal(&list[i].addr, &u->list[k].addr);
+			kept = address_equal(&list[i].addr, &u->list[k].addr);
 		if (!kept)
 			upstream_pool_free(u->list[k].pool);
 	}
@@ -145,7 +146,7 @@ static void rebuild(struct upstream_servers *u)
 	else if (n == 0)
 		log_err("no usable upstream server: every forwarded query gets SERVFAIL");
 	for (size_t i = 0; i < n; i++) {
-		config_addr_str((const struct sockaddr *)&list[i].addr.ss, name, sizeof(name));
+		address_str((const struct sockaddr *)&list[i].addr.ss, name, sizeof(name));
 		log_debug("upstream %s%s%s", name, u->zone ? " for zone " : "", u->zone ? u->zone : "");
 	}
 	if (u->rebuilt)
@@ -155,7 +156,7 @@ static void rebuild(struct upstream_servers *u)
 void upstream_servers_drop(struct upstream_servers *u, const struct cfg_addr *addr)
 {
 	for (size_t i = 0; i < u->n; i++) {
-		if (!config_addr_equal(&u->list[i].addr, addr))
+		if (!address_equal(&u->list[i].addr, addr))
 			continue;
 		upstream_pool_free(u->list[i].pool);
 		memmove(&u->list[i], &u->list[i + 1], (u->n - i - 1) * sizeof(u->list[i]));
@@ -253,7 +254,7 @@ void upstream_servers_cleanup(struct upstream_servers *sv)
 struct upstream_server *upstream_server_of(struct upstream_servers *sv, const struct cfg_addr *a)
 {
 	for (size_t i = 0; i < sv->n; i++)
-		if (config_addr_equal(&sv->list[i].addr, a))
+		if (address_equal(&sv->list[i].addr, a))
 			return &sv->list[i];
 	return NULL; /* removed by a reload since the attempt was sent */
 }
@@ -321,7 +322,7 @@ void upstream_server_noedns(struct upstream_server *s, ev_tstamp now)
 	if (!s)
 		return;
 	if (now >= s->noedns_until) {
-		config_addr_str((const struct sockaddr *)&s->addr.ss, name, sizeof(name));
+		address_str((const struct sockaddr *)&s->addr.ss, name, sizeof(name));
 		log_notice("upstream %s rejects EDNS (FORMERR or NOTIMP without OPT): asking it "
 			   "without EDNS for %.0f minutes", name, UPSTREAM_NOEDNS_HOLD / 60);
 	}

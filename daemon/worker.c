@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "cache.h"
 #include "listener.h"
 #include "log.h"
@@ -190,7 +191,7 @@ static void reconcile(struct worker *wk, struct server *main)
 			continue;   /* a passed socket has no SO_REUSEPORT twin of ours */
 		struct listener **pp = &wk->listeners, *found = NULL;
 		for (; *pp; pp = &(*pp)->next)
-			if (config_addr_equal(&(*pp)->addr, &m->addr)) {
+			if (address_equal(&(*pp)->addr, &m->addr)) {
 				found = *pp;
 				*pp = found->next;
 				break;

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "address.h"
 #include "check_suites.h"
 #include "config.h"
 
@@ -50,7 +51,7 @@ START_TEST(defaults)
 	ck_assert_uint_eq(cfg->stale_ttl, 86400);
 	ck_assert_int_eq(cfg->log_queries, QLOG_DENIED);
 	char buf[64];
-	config_addr_str((struct sockaddr *)&cfg->upstreams[0].addr.ss, buf, sizeof(buf));
+	address_str((struct sockaddr *)&cfg->upstreams[0].addr.ss, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "192.0.2.53#53");
 	config_free(cfg);
 }
@@ -204,28 +205,28 @@ START_TEST(addresses_and_networks)
 	struct cfg_net n;
 	char buf[64];
 
-	ck_assert_int_eq(config_parse_addr("[::1]:5353", 53, &a), 0);
-	config_addr_str((struct sockaddr *)&a.ss, buf, sizeof(buf));
+	ck_assert_int_eq(address_parse("[::1]:5353", 53, &a), 0);
+	address_str((struct sockaddr *)&a.ss, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "::1#5353");
-	ck_assert_int_eq(config_parse_addr("2001:db8::1", 53, &a), 0);
-	config_addr_str((struct sockaddr *)&a.ss, buf, sizeof(buf));
+	ck_assert_int_eq(address_parse("2001:db8::1", 53, &a), 0);
+	address_str((struct sockaddr *)&a.ss, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "2001:db8::1#53");
-	ck_assert_int_eq(config_parse_addr("[::1", 53, &a), -1);
-	ck_assert_int_eq(config_parse_addr("1.2.3.4:", 53, &a), -1);
+	ck_assert_int_eq(address_parse("[::1", 53, &a), -1);
+	ck_assert_int_eq(address_parse("1.2.3.4:", 53, &a), -1);
 
-	ck_assert_int_eq(config_parse_net("10.1.0.0/16", &n), 0);
-	ck_assert_int_eq(config_parse_addr("10.1.200.3", 53, &a), 0);
-	ck_assert(config_net_contains(&n, (struct sockaddr *)&a.ss));
-	ck_assert_int_eq(config_parse_addr("10.2.0.1", 53, &a), 0);
-	ck_assert(!config_net_contains(&n, (struct sockaddr *)&a.ss));
+	ck_assert_int_eq(address_parse_net("10.1.0.0/16", &n), 0);
+	ck_assert_int_eq(address_parse("10.1.200.3", 53, &a), 0);
+	ck_assert(address_net_contains(&n, (struct sockaddr *)&a.ss));
+	ck_assert_int_eq(address_parse("10.2.0.1", 53, &a), 0);
+	ck_assert(!address_net_contains(&n, (struct sockaddr *)&a.ss));
 	/* IPv4-mapped IPv6 clients are matched as IPv4 */
-	ck_assert_int_eq(config_parse_addr("::ffff:10.1.2.3", 53, &a), 0);
-	ck_assert(config_net_contains(&n, (struct sockaddr *)&a.ss));
-	ck_assert_int_eq(config_parse_net("fd00::/8", &n), 0);
-	ck_assert_int_eq(config_parse_addr("fdab::1", 53, &a), 0);
-	ck_assert(config_net_contains(&n, (struct sockaddr *)&a.ss));
-	ck_assert_int_eq(config_parse_net("0.0.0.0/0", &n), 0);
-	ck_assert(!config_net_contains(&n, (struct sockaddr *)&a.ss));
+	ck_assert_int_eq(address_parse("::ffff:10.1.2.3", 53, &a), 0);
+	ck_assert(address_net_contains(&n, (struct sockaddr *)&a.ss));
+	ck_assert_int_eq(address_parse_net("fd00::/8", &n), 0);
+	ck_assert_int_eq(address_parse("fdab::1", 53, &a), 0);
+	ck_assert(address_net_contains(&n, (struct sockaddr *)&a.ss));
+	ck_assert_int_eq(address_parse_net("0.0.0.0/0", &n), 0);
+	ck_assert(!address_net_contains(&n, (struct sockaddr *)&a.ss));
 }
 END_TEST
 
