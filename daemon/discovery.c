@@ -3,7 +3,7 @@
  * Discovery tasks on the event loop.  Sources: a file (re-read when it
  * changes), a command (run without blocking, killed at its timeout), and
  * the static list in the configuration.  Every document goes through
- * discovery_parse(), which accepts only the registry's own names.
+ * discovery_doc_parse(), which accepts only the registry's own names.
  */
 #include "autoconf.h"
 
@@ -21,17 +21,17 @@
 
 #include "cache.h"
 #include "discovery.h"
+#include "discovery_doc.h"
 #include "http.h"
 #include "log.h"
 #include "policy.h"
 #include "query.h"
 #include "random.h"
-#include "regname.h"
 #include "saver.h"
 #include "server.h"
 #include "wire.h"
 
-#define DOC_MAX (1024 * 1024)   /* a registry document is a few KiB */
+#define DOC_MAX DISCOVERY_DOC_MAX
 #define BACKOFF_FIRST 2.0
 /*
  * The api-versions asked for, newest first.  Only the previews list
@@ -43,194 +43,6 @@ static const char *const arm_api_versions[] = { "2026-09-01-preview", "2025-11-0
 						NULL };
 #define IMDS_API_VERSION "2018-02-01"
 #define TOKEN_MARGIN 300   /* seconds before expires_on that a token is renewed */
-
-/* ---- documents ---- */
-
-void discovery_list_free(char **list)
-{
-	if (!list)
-		return;
-	for (char **p = list; *p; p++)
-		free(*p);
-	free(list);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/** Lowercase, without a trailing dot: how endpoints are compared and shown. */
-static char *normal_name(const char *s)
-{
-	size_t n = strlen(s);
-	char *c;
-
-	if (n && s[n - 1] == '.')
-		n--;
-	if (!(c = malloc(n + 1)))
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		c[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
-	c[n] = '\0';
-	return c;
-}
-
-static bool is_blob_storage(const char *name)
-{
-	static const char *const suffixes[] = { ".blob.core.windows.net", ".blob.core.chinacloudapi.cn",
-						".blob.core.usgovcloudapi.net", NULL };
-	size_t n = strlen(name);
-
-	if (n && name[n - 1] == '.')
-		n--;
-	for (const char *const *s = suffixes; *s; s++) {
-		size_t k = strlen(*s);
-		if (n >= k && strncasecmp(name + n - k, *s, k) == 0)
-			return true;
-	}
-	return false;
-}
-
-/** Collect endpoint names from an array of strings or of { "endpoint": ... } objects. */
-static enum discovery_status collect(json_t *arr, const char *what, char ***names, size_t *n,
-				     char *why, size_t whylen)
-{
-	size_t i;
-	json_t *v;
-
-	if (!json_is_array(arr)) {
-		snprintf(why, whylen, "'%s' is not an array", what);
-		return DISCOVERY_BAD;
-	}
-	json_array_foreach(arr, i, v) {
-		json_t *e = json_is_object(v) ? json_object_get(v, "endpoint") : v;
-		if (!json_is_string(e)) {
-			snprintf(why, whylen, "'%s'[%zu] has no endpoint name", what, i);
-			return DISCOVERY_BAD;
-		}
-		char **grown = realloc(*names, (*n + 2) * sizeof(*grown));
-		if (!grown) {
-			snprintf(why, whylen, "out of memory");
-			return DISCOVERY_BAD;
-		}
-		*names = grown;
-		grown[*n] = strdup(json_string_value(e));
-		grown[*n + 1] = NULL;
-		if (!grown[*n]) {
-			snprintf(why, whylen, "out of memory");
-			return DISCOVERY_BAD;
-		}
-		(*n)++;
-	}
-	return DISCOVERY_OK;
-}
-
-enum discovery_status discovery_parse(const char *doc, size_t len, const char *login_server,
-				      char ***endpoints, char *why, size_t whylen)
-{
-	json_error_t jerr;
-	json_t *root, *props, *login, *data, *regional;
-	char **names = NULL;
-	size_t n = 0;
-	enum discovery_status st = DISCOVERY_OK;
-
-	*endpoints = NULL;
-	if (len > DOC_MAX) {
-		snprintf(why, whylen, "document is larger than %d bytes", DOC_MAX);
-		return DISCOVERY_BAD;
-	}
-	/* jansson checks UTF-8 and nesting depth; a NUL inside is an error. */
-	root = json_loadb(doc, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		snprintf(why, whylen, "not JSON: line %d: %s", jerr.line, jerr.text);
-		return DISCOVERY_BAD;
-	}
-	if (!json_is_object(root)) {
-		snprintf(why, whylen, "document is not a JSON object");
-		json_decref(root);
-		return DISCOVERY_BAD;
-	}
-	props = json_object_get(root, "properties");
-	if (json_is_object(props)) {
-		/* An ARM registry resource.  Only the host-name arrays count: the
-		 * flags beside them were renamed between previews
-		 * (regionalEndpointEnabled, then regionalEndpoints: "Enabled"), and
-		 * a name listed is a name served. */
-		login = json_object_get(props, "loginServer");
-		data = json_object_get(props, "dataEndpointHostNames");
-		regional = json_object_get(props, "regionalEndpointHostNames");
-		if (json_is_null(data))
-			data = NULL;
-	} else {
-		login = json_object_get(root, "loginServer");
-		data = json_object_get(root, "dataEndpoints");
-		regional = json_object_get(root, "regionalEndpoints");
-	}
-	if (!json_is_string(login)) {
-		snprintf(why, whylen, "no 'loginServer' string");
-		st = DISCOVERY_BAD;
-		goto out;
-	}
-	if (strcasecmp(json_string_value(login), login_server) != 0) {
-		snprintf(why, whylen, "document is for '%s', not '%s'", json_string_value(login),
-			 login_server);
-		st = DISCOVERY_WRONG_LOGIN;
-		goto out;
-	}
-	if (data && (st = collect(data, props ? "dataEndpointHostNames" : "dataEndpoints", &names, &n,
-				  why, whylen)) != DISCOVERY_OK)
-		goto out;
-	if (regional && !json_is_null(regional) &&
-	    (st = collect(regional, props ? "regionalEndpointHostNames" : "regionalEndpoints", &names,
-			  &n, why, whylen)) != DISCOVERY_OK)
-		goto out;
-	for (size_t i = 0; i < n; i++) {
-		if (is_blob_storage(names[i]) || strchr(names[i], '*')) {
-			snprintf(why, whylen, "registry %s has no dedicated data endpoints (its layers come "
-				 "from %s), so pulls through acrdns will fail; enable them with "
-				 "'az acr update --name NAME --data-endpoint-enabled'", login_server, names[i]);
-			st = DISCOVERY_NO_DEDICATED;
-			goto out;
-		}
-		char reason[300];
-		if (regname_check_endpoint(login_server, names[i], reason, sizeof(reason)) < 0) {
-			snprintf(why, whylen, "%s", reason);
-			st = DISCOVERY_FOREIGN;
-			goto out;
-		}
-		char *c = normal_name(names[i]);
-		if (!c) {
-			snprintf(why, whylen, "out of memory");
-			st = DISCOVERY_BAD;
-			goto out;
-		}
-		free(names[i]);
-		names[i] = c;
-	}
-	if (n == 0) {
-		snprintf(why, whylen, "registry %s lists no dedicated data endpoints, so pulls through "
-			 "acrdns will fail; enable them with 'az acr update --name NAME "
-			 "--data-endpoint-enabled'", login_server);
-		st = DISCOVERY_NO_DEDICATED;
-		goto out;
-	}
-	qsort(names, n, sizeof(*names), cmp_str);
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (k && strcmp(names[k - 1], names[i]) == 0)
-			free(names[i]);
-		else
-			names[k++] = names[i];
-	}
-	names[k] = NULL;
-	*endpoints = names;
-	names = NULL;
-out:
-	discovery_list_free(names);
-	json_decref(root);
-	return st;
-}
 
 /* ---- persisted state ---- */
 
@@ -350,7 +162,7 @@ char **discovery_state_load(const char *state_dir, const char *login_server)
 	state_path(path, sizeof(path), state_dir, login_server, "");
 	if (!(doc = read_file(path, &len)))
 		return NULL;
-	if (discovery_parse(doc, len, login_server, &list, why, sizeof(why)) != DISCOVERY_OK) {
+	if (discovery_doc_parse(doc, len, login_server, &list, why, sizeof(why)) != DISCOVERY_OK) {
 		log_warn("discovery %s: ignoring saved state %s: %s", login_server, path, why);
 		list = NULL;
 	}
@@ -664,7 +476,7 @@ static void handle_document(struct task *t, const char *doc, size_t len, const c
 	char why[600], msg[700];
 	char **list = NULL;
 
-	switch (discovery_parse(doc, len, t->login, &list, why, sizeof(why))) {
+	switch (discovery_doc_parse(doc, len, t->login, &list, why, sizeof(why))) {
 	case DISCOVERY_OK:
 		task_succeeded(t, list);
 		return;

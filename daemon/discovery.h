@@ -17,31 +17,10 @@
 #include <time.h>
 
 #include "config.h"
+#include "discovery_doc.h"
 
 struct server;
 struct discovery;
-
-/** What a document said, once checked. */
-enum discovery_status {
-	DISCOVERY_OK,
-	DISCOVERY_BAD,          /**< not JSON, not either shape, wrong types */
-	DISCOVERY_WRONG_LOGIN,  /**< another registry's document */
-	DISCOVERY_FOREIGN,      /**< names an endpoint that is not the registry's own */
-	DISCOVERY_NO_DEDICATED, /**< the registry has no dedicated data endpoints */
-};
-
-/**
- * Parse a document in `az acr show-endpoints` form or an ARM registry
- * resource, and check every name against the registry's own forms.
- * @param endpoints receives a NULL-terminated malloc'd list (lowercase,
- *        sorted, no duplicates) when DISCOVERY_OK
- * @param why receives the reason otherwise, naming the offending name
- */
-enum discovery_status discovery_parse(const char *doc, size_t len, const char *login_server,
-				      char ***endpoints, char *why, size_t whylen);
-
-/** Free a list from discovery_parse or discovery_state_load; NULL is allowed. */
-void discovery_list_free(char **list);
 
 /**
  * Write a registry's endpoints to state_dir atomically (temporary file,
@@ -51,7 +30,8 @@ int discovery_state_save(const char *state_dir, const char *login_server, char *
 			 char *why, size_t whylen);
 
 /**
- * Read what discovery_state_save wrote, checked as any other document.
+ * Read what discovery_state_save wrote, checked as any other document
+ * (discovery_doc_parse).
  * @return the list, or NULL when there is none or it is not valid
  */
 char **discovery_state_load(const char *state_dir, const char *login_server);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "discovery.h"
+#include "discovery_doc.h"
 #include "policy.h"
 #include "regname.h"
 
@@ -15,8 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char why[600], reason[300];
 	char **list = NULL;
 
-	if (discovery_parse((const char *)data, size, "contoso.azurecr.io", &list, why, sizeof(why)) ==
-	    DISCOVERY_OK) {
+	if (discovery_doc_parse((const char *)data, size, "contoso.azurecr.io", &list, why,
+				sizeof(why)) == DISCOVERY_OK) {
 		for (char **e = list; *e; e++)
 			if (regname_check_endpoint("contoso.azurecr.io", *e, reason, sizeof(reason)) < 0)
 				abort(); /* a foreign name got through */

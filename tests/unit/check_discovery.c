@@ -9,13 +9,14 @@
 
 #include "check_suites.h"
 #include "discovery.h"
+#include "discovery_doc.h"
 #include "saver.h"
 
 static const char *login = "contoso.azurecr.io";
 
 static enum discovery_status parse(const char *doc, char ***list, char *why)
 {
-	return discovery_parse(doc, strlen(doc), login, list, why, 600);
+	return discovery_doc_parse(doc, strlen(doc), login, list, why, 600);
 }
 
 /** Assert that list holds exactly the names in want (NULL-terminated), then free it. */
@@ -126,23 +127,23 @@ START_TEST(non_utf8_and_huge_documents)
 {
 	char why[600], **list;
 	const char bad[] = "{ \"loginServer\": \"contoso.azurecr.io\", \"dataEndpoints\": [ \"\xff\xfe.eastus.data.azurecr.io\" ] }";
-	ck_assert_int_eq(discovery_parse(bad, sizeof(bad) - 1, login, &list, why, sizeof(why)), DISCOVERY_BAD);
+	ck_assert_int_eq(discovery_doc_parse(bad, sizeof(bad) - 1, login, &list, why, sizeof(why)), DISCOVERY_BAD);
 	/* a NUL inside the document */
 	const char nul[] = "{ \"loginServer\": \"contoso.azurecr.io\0evil\" }";
-	ck_assert_int_eq(discovery_parse(nul, sizeof(nul) - 1, login, &list, why, sizeof(why)), DISCOVERY_BAD);
+	ck_assert_int_eq(discovery_doc_parse(nul, sizeof(nul) - 1, login, &list, why, sizeof(why)), DISCOVERY_BAD);
 	size_t big = 2 * 1024 * 1024;
 	char *doc = malloc(big);
 	memset(doc, ' ', big);
 	doc[0] = '{';
 	doc[big - 1] = '}';
-	ck_assert_int_eq(discovery_parse(doc, big, login, &list, why, sizeof(why)), DISCOVERY_BAD);
+	ck_assert_int_eq(discovery_doc_parse(doc, big, login, &list, why, sizeof(why)), DISCOVERY_BAD);
 	ck_assert_msg(strstr(why, "larger than") != NULL, "%s", why);
 	/* deep nesting is refused by the parser, not by the stack */
 	size_t depth = 100000;
 	char *deep = malloc(2 * depth + 1);
 	memset(deep, '[', depth);
 	memset(deep + depth, ']', depth);
-	ck_assert_int_eq(discovery_parse(deep, 2 * depth, login, &list, why, sizeof(why)), DISCOVERY_BAD);
+	ck_assert_int_eq(discovery_doc_parse(deep, 2 * depth, login, &list, why, sizeof(why)), DISCOVERY_BAD);
 	free(deep);
 	free(doc);
 }
