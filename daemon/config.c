@@ -729,20 +729,13 @@ static bool api_version_ok(const char *v)
 	return true;
 }
 
-static int load_discovery(struct loader *ld, struct cfg_discovery *d, const config_setting_t *g)
+/** discovery's source, interval and timeout. */
+static int load_discovery_scalars(struct loader *ld, struct cfg_discovery *d, const config_setting_t *g)
 {
-	static const char *const keys[] = { "source", "path", "command", "interval", "timeout",
-					    "resource_id", "arm_endpoint", "imds_endpoint",
-					    "client_id", "api_version", NULL };
 	static const char *const sources[] = { "static", "file", "command", "arm", NULL };
 	const config_setting_t *s;
-	const char *v;
 	int src;
 
-	if (!config_setting_is_group(g))
-		return fail(ld, g, "'discovery' must be a group { source = ...; }");
-	if (check_keys(ld, g, "discovery", keys) < 0)
-		return -1;
 	if ((s = config_setting_get_member(g, "source"))) {
 		if (load_enum(ld, s, sources, &src) < 0)
 			return -1;
@@ -760,6 +753,15 @@ static int load_discovery(struct loader *ld, struct cfg_discovery *d, const conf
 		if (d->timeout < 1)
 			return fail(ld, s, "'timeout' must be at least 1 second");
 	}
+	return 0;
+}
+
+/** discovery's strings and the command's argv, copied. */
+static int load_discovery_strings(struct loader *ld, struct cfg_discovery *d, const config_setting_t *g)
+{
+	const config_setting_t *s;
+	const char *v;
+
 	static const struct { const char *key; size_t off; } strs[] = {
 		{ "path", offsetof(struct cfg_discovery, path) },
 		{ "resource_id", offsetof(struct cfg_discovery, resource_id) },
@@ -790,6 +792,13 @@ static int load_discovery(struct loader *ld, struct cfg_discovery *d, const conf
 		if (n == 0)
 			return fail(ld, s, "'command' needs at least the program");
 	}
+	return 0;
+}
+
+/** What each source needs, and the forms of its settings. */
+static int check_discovery_source(struct loader *ld, const struct cfg_discovery *d,
+				  const config_setting_t *g)
+{
 	switch (d->source) {
 	case SOURCE_STATIC:
 		break;
@@ -821,6 +830,21 @@ static int load_discovery(struct loader *ld, struct cfg_discovery *d, const conf
 		if (*e && strncmp(*e, "https://", 8) != 0 && strncmp(*e, "http://", 7) != 0)
 			return fail(ld, g, "'%s' is not an http:// or https:// URL", *e);
 	return 0;
+}
+
+static int load_discovery(struct loader *ld, struct cfg_discovery *d, const config_setting_t *g)
+{
+	static const char *const keys[] = { "source", "path", "command", "interval", "timeout",
+					    "resource_id", "arm_endpoint", "imds_endpoint",
+					    "client_id", "api_version", NULL };
+
+	if (!config_setting_is_group(g))
+		return fail(ld, g, "'discovery' must be a group { source = ...; }");
+	if (check_keys(ld, g, "discovery", keys) < 0)
+		return -1;
+	if (load_discovery_scalars(ld, d, g) < 0 || load_discovery_strings(ld, d, g) < 0)
+		return -1;
+	return check_discovery_source(ld, d, g);
 }
 
 static int load_registries(struct loader *ld, struct config *cfg, const config_setting_t *list)
