@@ -480,7 +480,19 @@ static void raise_fd_limit(void)
 	}
 }
 
-int main(int argc, char **argv)
+/** What the command line asked for. */
+struct options {
+	const char *path;          /* the configuration file */
+	bool path_given;           /* -c: the file must exist, even for --print-nft */
+	bool foreground, test, print_nft;
+	const char *explain_name;  /* --explain NAME, or NULL */
+};
+
+/**
+ * Read the command line into o.
+ * @return -1 to go on, or the status to exit with (--version, --help, a bad option)
+ */
+static int parse_options(int argc, char **argv, struct options *o)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -492,18 +504,16 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = CONFIG_DEFAULT_PATH, *explain_name = NULL;
-	bool foreground = false, test = false, print_nft = false, path_given = false;
-	char err[1024];
 	int c;
 
+	*o = (struct options){ .path = CONFIG_DEFAULT_PATH };
 	while ((c = getopt_long(argc, argv, "c:fte:Vh", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': path = optarg; path_given = true; break;
-		case 'N': print_nft = true; break;
-		case 'f': foreground = true; break;
-		case 't': test = true; break;
-		case 'e': explain_name = optarg; break;
+		case 'c': o->path = optarg; o->path_given = true; break;
+		case 'N': o->print_nft = true; break;
+		case 'f': o->foreground = true; break;
+		case 't': o->test = true; break;
+		case 'e': o->explain_name = optarg; break;
 		case 'V': printf("acrdnsd %s\n", PACKAGE_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -513,31 +523,41 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	hash_init();
-	/* Before anything else runs: libcurl's global set-up is not thread-safe. */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		fprintf(stderr, "acrdnsd: cannot initialise libcurl\n");
-		return 1;
-	}
+	return -1;
+}
 
-	if (print_nft) {
-		struct config *pc = NULL;
-		/* Before anything is configured, the defaults will do. */
-		if (path_given || access(path, F_OK) == 0) {
-			char *ap = realpath(path, NULL);
-			pc = config_load(ap ? ap : path, err, sizeof(err));
-			free(ap);
-			if (!pc) {
-				log_err("%s", err);
-				return EX_CONFIG;
-			}
+/** --print-nft: an example ruleset for the configured sets.  @return the exit status */
+static int print_nft(const struct options *o)
+{
+	struct config *pc = NULL;
+	char err[1024];
+
+	/* Before anything is configured, the defaults will do. */
+	if (o->path_given || access(o->path, F_OK) == 0) {
+		char *ap = realpath(o->path, NULL);
+		pc = config_load(ap ? ap : o->path, err, sizeof(err));
+		free(ap);
+		if (!pc) {
+			log_err("%s", err);
+			return EX_CONFIG;
 		}
-		struct cfg_nft defaults = { true, "inet", "acrdns", "allow4", "allow6", 300 };
-		nft_print_ruleset(stdout, pc ? &pc->nft : &defaults);
-		config_free(pc);
-		curl_global_cleanup();
-		return 0;
 	}
+	struct cfg_nft defaults = { true, "inet", "acrdns", "allow4", "allow6", 300 };
+	nft_print_ruleset(stdout, pc ? &pc->nft : &defaults);
+	config_free(pc);
+	curl_global_cleanup();
+	return 0;
+}
+
+/**
+ * Load the configuration and build its policy, with the endpoints that
+ * earlier runs discovered and saved (allowed from the first query on).
+ * @return 0, or the status to exit with after saying why
+ */
+static int load(struct server *s, const char *path, struct config **cfgp, struct policy **policyp)
+{
+	char err[1024];
+
 	/* Absolute, so that a reload after going to the background (which
 	 * changes to /) reads the same file and the same relative rule paths. */
 	char *abs_path = realpath(path, NULL);
@@ -547,8 +567,6 @@ int main(int argc, char **argv)
 		log_err("%s", err);
 		return EX_CONFIG;
 	}
-	static struct server srv;
-	struct server *s = &srv;
 	/* Endpoints saved by earlier runs are allowed from the first query on. */
 	if (!(s->disc = discovery_new(s, swap_registry_names))) {
 		fprintf(stderr, "acrdnsd: out of memory\n");
@@ -561,16 +579,30 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return EX_CONFIG;
 	}
-	if (test || explain_name) {
-		int rc = test ? (printconf_summary(cfg, policy), check_upstreams(cfg) < 0 ? EX_CONFIG : 0)
-			      : explain(cfg, policy, explain_name);
-		policy_free(policy);
-		discovery_free(s->disc);
-		config_free(cfg);
-		curl_global_cleanup();
-		return rc;
-	}
+	*cfgp = cfg;
+	*policyp = policy;
+	return 0;
+}
 
+/** -t and --explain: print, check, free everything.  @return the exit status */
+static int check_mode(struct server *s, struct config *cfg, struct policy *policy,
+		      const struct options *o)
+{
+	int rc = o->test ? (printconf_summary(cfg, policy), check_upstreams(cfg) < 0 ? EX_CONFIG : 0)
+			 : explain(cfg, policy, o->explain_name);
+	policy_free(policy);
+	discovery_free(s->disc);
+	config_free(cfg);
+	curl_global_cleanup();
+	return rc;
+}
+
+/**
+ * The state the loop works on: settings, rate limits, the audit table, the
+ * cache, upstream and loop detection.  @return 0, or -1 after logging why
+ */
+static int make_state(struct server *s, struct config *cfg, struct policy *policy)
+{
 	s->loop = ev_default_loop(EVFLAG_AUTO);
 	s->cfg = cfg;
 	s->policy = policy;
@@ -586,15 +618,28 @@ int main(int argc, char **argv)
 	    !(s->loopdetect = loopdetect_new(s, drop_loop, s)) ||
 	    !(s->fails = failcache_new(FAILCACHE_ENTRIES, cfg->stale_recheck * 1000u))) {
 		log_err("out of memory at start-up");
-		return 1;
+		return -1;
 	}
 	/* Every new upstream list (start, reload, a file: list changed) is checked for loops. */
 	upstream_on_rebuild(s->up, check_loops, s);
+	return 0;
+}
+
+/**
+ * Open every socket while still privileged: the listeners (configured or
+ * passed by socket activation), upstream, nftables, metrics, the control
+ * socket (with the reloader it asks) and the workers' sockets.
+ * @return 0, or -1 after logging why
+ */
+static int open_sockets(struct server *s, const struct config *cfg)
+{
+	char err[1024];
+
 	unsigned n_workers = cfg->workers ? cfg->workers : workers_default();
 	listener_set_reuseport(n_workers > 1);
 	s->activated = listener_inherit() > 0;
 	if (reconcile_listeners(s, cfg, err, sizeof(err)) < 0)
-		return 1;
+		return -1;
 	if (s->activated) {
 		struct listener *rest = listener_adopt_inherited(s, query_listener_handle, s);
 		while (rest) {
@@ -607,18 +652,18 @@ int main(int argc, char **argv)
 	}
 	if (!s->listeners) {
 		log_err("no address to listen on: set 'listen' or pass sockets by socket activation");
-		return 1;
+		return -1;
 	}
 	if (upstream_configure(s->up, cfg, err, sizeof(err)) < 0 ||
 	    nft_configure(s, cfg, err, sizeof(err)) < 0) {
 		log_err("%s", err);
-		return 1;
+		return -1;
 	}
 	if (metrics_configure(s, cfg) < 0)
-		return 1;
+		return -1;
 	if (!(s->reloads = reload_new(s->loop, reload_apply, s))) {
 		log_err("out of memory at start-up");
-		return 1;
+		return -1;
 	}
 	s->started = ev_now(s->loop);
 	if ((s->ctl = control_new(s)))
@@ -626,9 +671,20 @@ int main(int argc, char **argv)
 	/* The workers' sockets too are bound while privileged; their threads start last. */
 	if ((s->workers = workers_new(s, n_workers)))
 		workers_open(s->workers);
+	return 0;
+}
+
+/**
+ * Become the configured user once the sockets are open, and go to the
+ * background unless told to stay.  @return 0, or -1 after logging why
+ */
+static int drop_privileges(struct server *s, const struct config *cfg, bool foreground)
+{
+	char err[1024];
+
 	if (privs_drop(cfg, control_path(s->ctl), err, sizeof(err)) < 0) {
 		log_err("%s", err);
-		return 1;
+		return -1;
 	}
 	for (size_t i = 0; i < cfg->n_access; i++)
 		if (cfg->access[i].prefix == 0)
@@ -636,10 +692,17 @@ int main(int argc, char **argv)
 				 cfg->access[i].family == AF_INET ? "0.0.0.0" : "::");
 	if (!foreground && daemon(0, 1) < 0) {
 		log_err("cannot go to the background: %s", strerror(errno));
-		return 1;
+		return -1;
 	}
+	return 0;
+}
 
+/** Signals, discovery, the workers' threads, readiness; then the loop until SIGTERM. */
+static void run(struct server *s)
+{
+	const struct config *cfg = s->cfg;
 	ev_signal hup, term, intr, usr1;
+
 	ev_signal_init(&hup, sighup_cb, SIGHUP);
 	ev_signal_init(&term, sigterm_cb, SIGTERM);
 	ev_signal_init(&intr, sigterm_cb, SIGINT);
@@ -653,7 +716,7 @@ int main(int argc, char **argv)
 	/* One line in the journal per start; `acrdnsd -t` prints the whole policy. */
 	char status[256];
 	log_notice("acrdnsd %s started, %s", PACKAGE_VERSION, status_line(s, status, sizeof(status)));
-	policy_each_shared(policy, warn_shared_log, NULL);
+	policy_each_shared(s->policy, warn_shared_log, NULL);
 	if (cfg->audit)
 		log_warn("audit mode: nothing is denied; names the policy would deny are forwarded, "
 			 "logged and counted: acrdnsctl audit lists them");
@@ -669,6 +732,11 @@ int main(int argc, char **argv)
 	loopstall_free(s->stall);
 	s->stall = NULL;
 	listener_batch_stop(s->loop);
+}
+
+/** Log the totals and free everything, the workers first. */
+static void shut_down(struct server *s)
+{
 	struct stats total_at_exit;
 
 	notify_stopping();
@@ -699,5 +767,35 @@ int main(int argc, char **argv)
 	ev_loop_destroy(s->loop);
 	curl_global_cleanup();
 	log_notice("acrdnsd stopped");
+}
+
+int main(int argc, char **argv)
+{
+	static struct server srv;
+	struct server *s = &srv;
+	struct options o;
+	struct config *cfg;
+	struct policy *policy;
+	int rc;
+
+	if ((rc = parse_options(argc, argv, &o)) >= 0)
+		return rc;
+	hash_init();
+	/* Before anything else runs: libcurl's global set-up is not thread-safe. */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "acrdnsd: cannot initialise libcurl\n");
+		return 1;
+	}
+	if (o.print_nft)
+		return print_nft(&o);
+	if ((rc = load(s, o.path, &cfg, &policy)) != 0)
+		return rc;
+	if (o.test || o.explain_name)
+		return check_mode(s, cfg, policy, &o);
+	if (make_state(s, cfg, policy) < 0 || open_sockets(s, cfg) < 0 ||
+	    drop_privileges(s, cfg, o.foreground) < 0)
+		return 1;
+	run(s);
+	shut_down(s);
 	return 0;
 }
