@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "failcache.h"
 #include "hash.h"
 #include "listener.h"
 #include "log.h"
@@ -52,7 +53,9 @@ static void fuzz_server_init(void)
 	fuzz_srv.policy = policy_new(fuzz_srv.cfg, NULL, err, sizeof(err));
 	fuzz_srv.cache = cache_new(1 << 20);
 	fuzz_srv.up = upstream_new(&fuzz_srv);
-	if (!fuzz_srv.policy || !fuzz_srv.cache || !fuzz_srv.up ||
+	/* As the daemon makes it: every miss asks the failure memory first. */
+	fuzz_srv.fails = failcache_new(64, fuzz_srv.cfg->stale_recheck * 1000u);
+	if (!fuzz_srv.policy || !fuzz_srv.cache || !fuzz_srv.up || !fuzz_srv.fails ||
 	    upstream_configure(fuzz_srv.up, fuzz_srv.cfg, err, sizeof(err)) < 0)
 		abort();
 	fuzz_srv.policy_gen = 1;
