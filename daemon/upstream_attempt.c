@@ -143,6 +143,27 @@ static void ended_noedns(struct upstream_attempt *a)
 	attempt_end(a, UPSTREAM_ATTEMPT_NOEDNS);
 }
 
+/**
+ * A reply from the server asked, with our ID and question (rc from
+ * check_reply, not 0): it counts as an RTT sample whatever it says, then
+ * ends the attempt as check_reply and the TC bit say.
+ */
+static void reply_checked(struct upstream_attempt *a, int rc, bool truncated)
+{
+	struct server *s = a->sv->srv;
+
+	upstream_server_sample(upstream_server_of(a->sv, &a->addr), ev_now(s->loop) - a->sent,
+			       ev_now(s->loop));
+	if (rc == -2)
+		ended_noedns(a);
+	else if (rc < 0)
+		attempt_end(a, UPSTREAM_ATTEMPT_REFUSED);
+	else if (truncated)
+		attempt_end(a, UPSTREAM_ATTEMPT_TRUNCATED);
+	else
+		a->ended(a->owner, a, UPSTREAM_ATTEMPT_ANSWER);
+}
+
 static void udp_readable(void *owner)
 {
 	struct upstream_attempt *a = owner;
@@ -168,16 +189,7 @@ static void udp_readable(void *owner)
 			STAT_INC(s->stats.upstream_bogus);
 			continue;
 		}
-		upstream_server_sample(upstream_server_of(a->sv, &a->addr), ev_now(s->loop) - a->sent,
-				       ev_now(s->loop));
-		if (rc == -2)
-			ended_noedns(a);
-		else if (rc < 0)
-			attempt_end(a, UPSTREAM_ATTEMPT_REFUSED);
-		else if (wire_get16(buf + 2) & WIRE_TC)
-			attempt_end(a, UPSTREAM_ATTEMPT_TRUNCATED);
-		else
-			a->ended(a->owner, a, UPSTREAM_ATTEMPT_ANSWER);
+		reply_checked(a, rc, wire_get16(buf + 2) & WIRE_TC);
 		return;
 	}
 }
@@ -247,14 +259,7 @@ static void tcp_read(struct upstream_attempt *a)
 		attempt_end(a, UPSTREAM_ATTEMPT_FAILED);
 		return;
 	}
-	upstream_server_sample(upstream_server_of(a->sv, &a->addr), ev_now(s->loop) - a->sent,
-			       ev_now(s->loop));
-	if (rc == -2)
-		ended_noedns(a);
-	else if (rc < 0)
-		attempt_end(a, UPSTREAM_ATTEMPT_REFUSED);
-	else
-		a->ended(a->owner, a, UPSTREAM_ATTEMPT_ANSWER);
+	reply_checked(a, rc, false);
 }
 
 static void attempt_io_cb(struct ev_loop *loop, ev_io *w, int revents)
