@@ -200,15 +200,20 @@ class Daemon:
 
     def wait_for(self, predicate, timeout=5.0):
         """Poll predicate() until it holds; its last value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = predicate()
-            if v or time.monotonic() >= deadline:
-                return v
-            time.sleep(0.02)
+        return wait_for(predicate, timeout)
 
 
 LOGIN = "contoso.azurecr.io"   # the registry the tests use
+
+
+def wait_for(predicate, timeout=5.0):
+    """Poll predicate() until it holds or timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(0.02)
 
 
 def _fake_upstream():

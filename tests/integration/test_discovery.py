@@ -9,7 +9,7 @@ import time
 import dns.rcode
 import pytest
 
-from conftest import ACRDNSD, LOGIN
+from conftest import ACRDNSD, LOGIN, wait_for
 
 
 
@@ -35,15 +35,6 @@ log = {{ level = "debug"; queries = "denied"; }};
 
 def allowed(d, name):
     return d.query(name).rcode() == dns.rcode.NOERROR
-
-
-def wait_for(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def saved_endpoints(tmp_path):

@@ -5,14 +5,13 @@ tell a supervisor whether the daemon is alive and ready."""
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
 import dns.rcode
 import pytest
 
-from conftest import ACRDNSCTL, ACRDNSD, free_port
+from conftest import ACRDNSCTL, ACRDNSD, free_port, wait_for
 from dnsfake import FakeUpstream
 from netns import Netns, in_netns, netns_or_skip, sh, veth
 from stubfwd import StubForwarder
@@ -20,15 +19,6 @@ from stubfwd import StubForwarder
 LOGIN = "contoso.azurecr.io"
 EAST = "contoso.eastus.data.azurecr.io"
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def ctl(tmp_path, *args):

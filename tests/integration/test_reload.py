@@ -13,7 +13,7 @@ import time
 
 import dns.rcode
 
-from conftest import ACRDNSCTL
+from conftest import ACRDNSCTL, wait_for
 
 LOGIN = "contoso.azurecr.io"
 EAST, NORTH = (f"contoso.{r}.data.azurecr.io" for r in ("eastus", "northeurope"))
@@ -22,15 +22,6 @@ EAST, NORTH = (f"contoso.{r}.data.azurecr.io" for r in ("eastus", "northeurope")
 def doc(*endpoints):
     return json.dumps({"loginServer": LOGIN,
                        "dataEndpoints": [{"region": e.split(".")[1], "endpoint": e} for e in endpoints]})
-
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def config(up, tmp_path, rules=""):
